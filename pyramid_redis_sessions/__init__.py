@@ -1,0 +1,39 @@
+"""Server-side sessions for Pyramid, stored in Redis.
+
+Use it with ``config.include('pyramid_redis_sessions')`` and
+``redis.sessions.*`` settings, or build a factory with
+:func:`RedisSessionFactory` and pass it to ``config.set_session_factory``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pyramid.config import Configurator
+
+from .factory import RedisSessionFactory, SessionFactory
+from .session import RedisSession
+from .settings import options_from_settings
+
+__all__ = [
+    "RedisSession",
+    "RedisSessionFactory",
+    "SessionFactory",
+    "includeme",
+    "session_factory_from_settings",
+]
+
+
+def session_factory_from_settings(settings: Mapping[str, Any]) -> SessionFactory:
+    """Build a session factory from the ``redis.sessions.*`` settings.
+
+    Raises :class:`~pyramid_redis_sessions.exceptions.ConfigurationError`
+    naming any setting that is unknown or has a bad value.
+    """
+    return RedisSessionFactory(**options_from_settings(settings))
+
+
+def includeme(config: Configurator) -> None:
+    """Set the application's session factory from its settings."""
+    config.set_session_factory(session_factory_from_settings(config.get_settings()))

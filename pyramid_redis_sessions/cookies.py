@@ -1,0 +1,114 @@
+"""The session cookie: only the session id, signed with WebOb.
+
+The cookie value is WebOb's :class:`~webob.cookies.SignedSerializer` output
+for the id (HMAC-SHA512 with a salt of its own, checked in constant time).
+Nothing in it is unpickled. ``secret_fallbacks`` are tried after ``secret``
+when reading, so secrets can be rotated without logging everyone out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pyramid.request import Request
+from pyramid.response import Response
+from webob.cookies import SignedSerializer
+
+__all__ = ["MAX_COOKIE_SIZE", "CookieCodec", "CookieSettings"]
+
+log = logging.getLogger(__name__)
+
+#: Browsers keep about 4 KB per cookie; anything longer was not sent by us.
+MAX_COOKIE_SIZE = 4096
+_SALT = "pyramid_redis_sessions.cookie."
+
+
+class _IdSerializer:
+    """The payload of the signed cookie is the id's UTF-8 bytes."""
+
+    def dumps(self, appstruct: str) -> bytes:
+        return appstruct.encode("utf-8")
+
+    def loads(self, bstruct: bytes) -> str:
+        return bstruct.decode("utf-8")
+
+
+@dataclass(frozen=True)
+class CookieSettings:
+    """Attributes of the session cookie."""
+
+    name: str = "session"
+    max_age: int | None = None
+    path: str = "/"
+    domain: str | None = None
+    secure: bool = False
+    httponly: bool = True
+    samesite: str | None = "Lax"
+
+
+class CookieCodec:
+    """Reads, sets and deletes the session cookie."""
+
+    def __init__(
+        self, secret: str, fallbacks: Iterable[str], settings: CookieSettings
+    ) -> None:
+        serializer = _IdSerializer()
+        self._signers = [
+            SignedSerializer(s, _SALT, serializer=serializer)
+            for s in (secret, *fallbacks)
+        ]
+        self.settings = settings
+
+    def sign(self, session_id: str) -> str:
+        value: bytes = self._signers[0].dumps(session_id)
+        return value.decode("ascii")
+
+    def unsign(self, value: str) -> str | None:
+        """Return the id in a cookie value, or ``None`` if it is not ours."""
+        if len(value) > MAX_COOKIE_SIZE or not value.isascii():
+            return None
+        for signer in self._signers:
+            try:
+                session_id: str = signer.loads(value)
+            except ValueError:
+                continue
+            return session_id
+        return None
+
+    def read(self, request: Request) -> tuple[str | None, bool]:
+        """Return ``(session_id, present)`` for the request's cookie.
+
+        ``present`` is true when the request carried a session cookie at all,
+        valid or not, so that a bad one can be cleared.
+        """
+        try:
+            value = request.cookies.get(self.settings.name)
+        except ValueError:
+            # WebOb decodes cookie values as UTF-8 and raises on other bytes.
+            log.warning("session cookie header could not be parsed; ignored")
+            return None, True
+        if value is None:
+            return None, False
+        session_id = self.unsign(value)
+        if session_id is None:
+            log.warning("session cookie is not valid (bad signature or format)")
+        return session_id, True
+
+    def set(self, response: Response, session_id: str) -> None:
+        s = self.settings
+        response.set_cookie(
+            s.name,
+            self.sign(session_id),
+            max_age=s.max_age,
+            path=s.path,
+            domain=s.domain,
+            secure=s.secure,
+            httponly=s.httponly,
+            samesite=s.samesite,
+        )
+
+    def delete(self, response: Response) -> None:
+        s = self.settings
+        response.delete_cookie(s.name, path=s.path, domain=s.domain)

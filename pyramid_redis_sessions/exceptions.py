@@ -1,0 +1,42 @@
+"""Exceptions raised by :mod:`pyramid_redis_sessions`.
+
+Every exception of this package derives from :class:`RedisSessionsError`, so
+an application can catch them all with one clause.
+"""
+
+from __future__ import annotations
+
+import redis.exceptions
+from pyramid.exceptions import ConfigurationError as PyramidConfigurationError
+
+__all__ = [
+    "ConfigurationError",
+    "RedisSessionsError",
+    "SessionStoreError",
+    "SessionStoreUnavailable",
+]
+
+
+class RedisSessionsError(Exception):
+    """Base class of every exception raised by this package."""
+
+
+class ConfigurationError(RedisSessionsError, PyramidConfigurationError):  # type: ignore[misc]
+    """A setting or factory argument is unknown or has a bad value.
+
+    Raised at start-up, never while serving a request. It is also a
+    :class:`pyramid.exceptions.ConfigurationError`.
+    """
+
+
+class SessionStoreError(RedisSessionsError, redis.exceptions.RedisError):
+    """Redis answered a session command with an error."""
+
+
+class SessionStoreUnavailable(SessionStoreError, redis.exceptions.ConnectionError):
+    """Redis could not be reached, or did not answer within the timeouts.
+
+    The message names the server (``host:port`` or the socket path). It is
+    also a :class:`redis.exceptions.ConnectionError`, so code written against
+    redis-py's exceptions keeps working.
+    """

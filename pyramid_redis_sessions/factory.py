@@ -1,0 +1,308 @@
+"""The session factory: options checked once, one Redis client per factory."""
+
+from __future__ import annotations
+
+import secrets
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+from pyramid.interfaces import ISessionFactory
+from pyramid.request import Request
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from zope.interface import implementer
+
+from .cookies import CookieCodec, CookieSettings
+from .exceptions import ConfigurationError
+from .serializers import FunctionSerializer, PickleSerializer, Serializer
+from .session import RedisSession
+from .settings import coerce_option
+from .store import RedisStore
+from .values import ValueCodec
+
+__all__ = ["RedisSessionFactory", "SessionFactory", "generate_session_id"]
+
+#: Bounded defaults: a hung Redis fails the request in seconds, not never.
+DEFAULT_SOCKET_TIMEOUT = 3.0
+DEFAULT_SOCKET_CONNECT_TIMEOUT = 3.0
+
+
+def generate_session_id() -> str:
+    """256 random bits from :mod:`secrets`, URL-safe (43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+@implementer(ISessionFactory)
+class SessionFactory:
+    """What :func:`RedisSessionFactory` returns: called with a request, it
+    returns that request's :class:`~pyramid_redis_sessions.RedisSession`.
+
+    Its attributes are the checked options; they are read, not changed.
+    """
+
+    def __init__(
+        self,
+        *,
+        values: ValueCodec,
+        cookie: CookieCodec,
+        serializer: Serializer,
+        timeout: int | None,
+        absolute_timeout: int | None,
+        cookie_on_exception: bool,
+        detect_changes: bool,
+        id_generator: Callable[[], str],
+        prefix: str,
+        store: RedisStore | None,
+        client_callable: Callable[..., redis.Redis] | None,
+        redis_options: dict[str, Any],
+    ) -> None:
+        self.values = values
+        self.cookie = cookie
+        self.serializer = serializer
+        self.timeout = timeout
+        self.absolute_timeout = absolute_timeout
+        self.cookie_on_exception = cookie_on_exception
+        self.detect_changes = detect_changes
+        self.id_generator = id_generator
+        self.prefix = prefix
+        self.store = store
+        self.client_callable = client_callable
+        self.redis_options = redis_options
+
+    def __call__(self, request: Request) -> RedisSession:
+        return RedisSession(request, self)
+
+    def store_for(self, request: Request) -> RedisStore:
+        """The store a request uses; ``client_callable`` is asked here."""
+        if self.store is not None:
+            return self.store
+        assert self.client_callable is not None
+        client = self.client_callable(request, **self.redis_options)
+        return RedisStore(client, self.prefix)
+
+
+def RedisSessionFactory(
+    secret: str,
+    timeout: int | None = 1200,
+    cookie_name: str = "session",
+    cookie_max_age: int | None = None,
+    cookie_path: str = "/",
+    cookie_domain: str | None = None,
+    cookie_secure: bool = False,
+    cookie_httponly: bool = True,
+    cookie_on_exception: bool = True,
+    url: str | None = None,
+    host: str = "localhost",
+    port: int = 6379,
+    db: int = 0,
+    password: str | None = None,
+    socket_timeout: float | None = DEFAULT_SOCKET_TIMEOUT,
+    connection_pool: redis.ConnectionPool | None = None,
+    charset: Any = None,
+    errors: Any = None,
+    unix_socket_path: str | None = None,
+    client_callable: Callable[..., redis.Redis] | None = None,
+    serialize: Callable[[Any], bytes] | None = None,
+    deserialize: Callable[[bytes], Any] | None = None,
+    id_generator: Callable[[], str] = generate_session_id,
+    prefix: str = "session:",
+    *,
+    cookie_samesite: str | None = "Lax",
+    secret_fallbacks: Sequence[str] = (),
+    absolute_timeout: int | None = None,
+    detect_changes: bool = True,
+    serializer: Serializer | str | None = None,
+    username: str | None = None,
+    socket_connect_timeout: float | None = DEFAULT_SOCKET_CONNECT_TIMEOUT,
+    encoding: Any = None,
+    encoding_errors: Any = None,
+) -> SessionFactory:
+    """Return a Pyramid session factory that keeps sessions in Redis.
+
+    The positional order of the arguments is 1.x's, so 1.x calls keep
+    working; new options are keyword-only. Every option can also be set in
+    an ini file as ``redis.sessions.<name>``.
+
+    ``secret``
+      The secret that signs cookies and stored values. Required.
+
+    ``timeout``
+      Seconds of inactivity after which a session expires; ``0`` or
+      ``None`` for never. Default: ``1200``.
+
+    ``cookie_name``
+      Default: ``'session'``.
+
+    ``cookie_max_age``
+      ``Max-Age`` of the cookie in seconds; ``None`` for a browser-session
+      cookie. With a value, the cookie is re-sent on every response of a
+      request that used the session. Default: ``None``.
+
+    ``cookie_path``
+      Default: ``'/'``.
+
+    ``cookie_domain``
+      Default: ``None`` (the request's host).
+
+    ``cookie_secure``
+      Send the cookie over HTTPS only. Default: ``False``.
+
+    ``cookie_httponly``
+      Hide the cookie from JavaScript. Default: ``True``.
+
+    ``cookie_on_exception``
+      When false and the response comes from an exception view, none of the
+      request's session changes are saved and no cookie is set.
+      Default: ``True``.
+
+    ``url``
+      A ``redis://``, ``rediss://`` or ``unix://`` URL; when given, it wins
+      over ``host``, ``port``, ``db``, ``username``, ``password`` and
+      ``unix_socket_path``. Default: ``None``.
+
+    ``host``, ``port``, ``db``, ``username``, ``password``, ``unix_socket_path``
+      Where Redis is, when there is no ``url``.
+      Default: ``'localhost'``, ``6379``, ``0``, ``None``, ``None``, ``None``.
+
+    ``socket_timeout``, ``socket_connect_timeout``
+      Seconds to wait for Redis before the request that needs the session
+      fails with :class:`~pyramid_redis_sessions.exceptions.SessionStoreUnavailable`.
+      Default: ``3`` each.
+
+    ``connection_pool``
+      A :class:`redis.ConnectionPool` to use instead of making one.
+      Default: ``None``.
+
+    ``client_callable``
+      ``client_callable(request, **redis_options)`` returning a
+      :class:`redis.Redis`, called when a request first needs Redis. It
+      should return a shared client. Default: ``None`` (one client per
+      factory, made here).
+
+    ``serializer``
+      ``'pickle'``, ``'json'``, or an object with ``dumps(obj) -> bytes`` and
+      ``loads(bytes) -> obj``. Default: ``None`` (pickle).
+
+    ``serialize``, ``deserialize``
+      1.x's pair of functions, used when ``serializer`` is not given.
+      Default: ``None``.
+
+    ``id_generator``
+      Returns a new session id. Default: 256 bits from :mod:`secrets`.
+
+    ``prefix``
+      Namespace of the session keys in Redis. Default: ``'session:'``.
+
+    ``cookie_samesite``
+      ``'Lax'``, ``'Strict'``, ``'None'`` (needs ``cookie_secure``), or
+      ``None``/empty for no attribute. Default: ``'Lax'``.
+
+    ``secret_fallbacks``
+      Older secrets still accepted for cookies and stored values, so that
+      ``secret`` can be rotated. Default: ``()``.
+
+    ``absolute_timeout``
+      Seconds after creation when a session ends however active it is.
+      Default: ``None``.
+
+    ``detect_changes``
+      Save nested changes (``session['cart'].append(x)``) without
+      ``changed()``. Default: ``True``.
+
+    ``charset``, ``errors``, ``encoding``, ``encoding_errors``
+      Deprecated; accepted with a :class:`DeprecationWarning` and ignored.
+    """
+    given = dict(locals())
+    opts: dict[str, Any] = {
+        name: coerce_option(name, value, f"argument {name!r}")
+        for name, value in given.items()
+        if not (name in _DEPRECATED and value is None)
+    }
+    if opts["cookie_samesite"] == "None" and not opts["cookie_secure"]:
+        warnings.warn(
+            "cookie_samesite='None' without cookie_secure: browsers reject "
+            "such cookies",
+            UserWarning,
+            stacklevel=2,
+        )
+    serializer_ = opts["serializer"]
+    if serializer_ is None:
+        if (opts["serialize"] is None) != (opts["deserialize"] is None):
+            raise ConfigurationError(
+                "arguments 'serialize' and 'deserialize' go together: give both"
+            )
+        if opts["serialize"] is not None:
+            serializer_ = FunctionSerializer(opts["serialize"], opts["deserialize"])
+        else:
+            serializer_ = PickleSerializer()
+    redis_options = {name: opts[name] for name in _REDIS_OPTIONS}
+    store = None
+    if opts["client_callable"] is None:
+        store = RedisStore(make_client(**redis_options), opts["prefix"])
+    return SessionFactory(
+        values=ValueCodec(opts["secret"], opts["secret_fallbacks"]),
+        cookie=CookieCodec(
+            opts["secret"],
+            opts["secret_fallbacks"],
+            CookieSettings(
+                name=opts["cookie_name"],
+                max_age=opts["cookie_max_age"],
+                path=opts["cookie_path"],
+                domain=opts["cookie_domain"],
+                secure=opts["cookie_secure"],
+                httponly=opts["cookie_httponly"],
+                samesite=opts["cookie_samesite"],
+            ),
+        ),
+        serializer=serializer_,
+        timeout=opts["timeout"],
+        absolute_timeout=opts["absolute_timeout"],
+        cookie_on_exception=opts["cookie_on_exception"],
+        detect_changes=opts["detect_changes"],
+        id_generator=opts["id_generator"] or generate_session_id,
+        prefix=opts["prefix"],
+        store=store,
+        client_callable=opts["client_callable"],
+        redis_options=redis_options,
+    )
+
+
+_DEPRECATED = frozenset({"charset", "errors", "encoding", "encoding_errors"})
+#: What ``client_callable`` receives as keywords, as in 1.x.
+_REDIS_OPTIONS = [
+    "url",
+    "host",
+    "port",
+    "db",
+    "username",
+    "password",
+    "socket_timeout",
+    "socket_connect_timeout",
+    "connection_pool",
+    "unix_socket_path",
+]
+
+
+def make_client(
+    url: str | None = None,
+    connection_pool: redis.ConnectionPool | None = None,
+    **options: Any,
+) -> redis.Redis:
+    """The default client: one pool, bounded timeouts, no hidden retries.
+
+    redis-py retries failed commands on its own by default (three times, with
+    backoff since 6.0); that would multiply the time a request waits on a
+    dead server, so retries are off until the ``retries`` option says so.
+    """
+    no_retry = Retry(NoBackoff(), 0)
+    if connection_pool is not None:
+        return redis.Redis(connection_pool=connection_pool, retry=no_retry)
+    timeouts = {
+        "socket_timeout": options.pop("socket_timeout"),
+        "socket_connect_timeout": options.pop("socket_connect_timeout"),
+    }
+    if url is not None:
+        return redis.Redis.from_url(url, retry=no_retry, **timeouts)
+    return redis.Redis(retry=no_retry, **timeouts, **options)

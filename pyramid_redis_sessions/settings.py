@@ -1,0 +1,280 @@
+"""Settings: one table that coerces and checks every option.
+
+Each option has a coercer that accepts the value as a Python caller passes
+it *or* as an ini file spells it (a string), and returns the value to use.
+A coercer raises :class:`ValueError` naming what is allowed; the caller
+turns that into a :class:`~pyramid_redis_sessions.exceptions.ConfigurationError`
+that names the setting, so a bad value fails at start-up, never per request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pyramid.path import DottedNameResolver
+from pyramid.settings import asbool, aslist
+
+from .exceptions import ConfigurationError
+from .serializers import Serializer, builtin_serializers
+
+__all__ = ["OPTIONS", "PREFIX", "coerce_option", "options_from_settings"]
+
+#: The prefix of this package's settings in an ini file.
+PREFIX = "redis.sessions."
+
+_NONE_WORDS = frozenset({"", "none", "null"})
+_BOOL_WORDS = frozenset(
+    [
+        "true",
+        "yes",
+        "on",
+        "y",
+        "t",
+        "1",
+        "false",
+        "no",
+        "off",
+        "n",
+        "f",
+        "0",
+    ]
+)
+
+
+def _is_none(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, str) and value.strip().lower() in _NONE_WORDS
+    )
+
+
+_resolver = DottedNameResolver()
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a string")
+    return value
+
+
+def _nonempty_text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a non-empty string")
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return _text(value)
+
+
+def _text_list(value: Any) -> list[str]:
+    items = aslist(value) if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(
+        isinstance(i, str) and i for i in items
+    ):
+        raise ValueError("a list of non-empty strings")
+    return list(items)
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+        return bool(asbool(value))
+    raise ValueError("true or false")
+
+
+def _int(value: Any, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            value = None
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        top = f" to {maximum}" if maximum is not None else " or more"
+        raise ValueError(f"an integer from {minimum}{top}")
+    return value
+
+
+def _expiry(value: Any) -> int | None:
+    """Seconds, where 0, ``none`` or empty mean "never"."""
+    if _is_none(value):
+        return None
+    try:
+        seconds = _int(value, 0)
+    except ValueError:
+        raise ValueError("a whole number of seconds, or 0/none for no expiry") from None
+    return seconds or None
+
+
+def _max_age(value: Any) -> int | None:
+    if _is_none(value):
+        return None
+    try:
+        return _int(value, 0)
+    except ValueError:
+        raise ValueError("a whole number of seconds, or none") from None
+
+
+def _seconds(value: Any) -> float | None:
+    if _is_none(value):
+        return None
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError("a positive number of seconds, or none")
+    return float(value)
+
+
+def _port(value: Any) -> int:
+    return _int(value, 1, 65535)
+
+
+def _db(value: Any) -> int:
+    return _int(value, 0)
+
+
+def _samesite(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    allowed = {"lax": "Lax", "strict": "Strict", "none": "None"}
+    if isinstance(value, str) and value.strip().lower() in allowed:
+        return allowed[value.strip().lower()]
+    raise ValueError("Lax, Strict, None, or empty for no SameSite attribute")
+
+
+def _resolve(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return _resolver.maybe_resolve(value)
+        except (ImportError, ValueError, AttributeError) as e:
+            raise ValueError(f"a dotted name that can be imported ({e})") from None
+    return value
+
+
+def _callable(value: Any) -> Callable[..., Any] | None:
+    if value is None:
+        return None
+    obj = _resolve(value)
+    if not callable(obj):
+        raise ValueError("a callable or the dotted name of one")
+    return obj  # type: ignore[no-any-return]
+
+
+def _object(value: Any) -> Any:
+    return None if value is None else _resolve(value)
+
+
+def _serializer(value: Any) -> Serializer | None:
+    if value is None:
+        return None
+    builtins = builtin_serializers()
+    if isinstance(value, str) and value.strip().lower() in builtins:
+        return builtins[value.strip().lower()]
+    obj = _resolve(value)
+    if isinstance(obj, type):
+        obj = obj()
+    if not isinstance(obj, Serializer):
+        raise ValueError(
+            "'pickle', 'json', or an object with dumps() and loads() "
+            "(or the dotted name of one)"
+        )
+    return obj
+
+
+def _deprecated(name: str) -> Callable[[Any], Any]:
+    def coerce(value: Any) -> Any:
+        warnings.warn(
+            f"{name} is deprecated and has no effect: session values are "
+            "stored as bytes. Remove it from your settings.",
+            DeprecationWarning,
+            stacklevel=5,
+        )
+        return value
+
+    return coerce
+
+
+#: Every option, with the coercer that checks it.
+OPTIONS: Mapping[str, Callable[[Any], Any]] = {
+    "secret": _nonempty_text,
+    "secret_fallbacks": _text_list,
+    "timeout": _expiry,
+    "absolute_timeout": _expiry,
+    "cookie_name": _nonempty_text,
+    "cookie_max_age": _max_age,
+    "cookie_path": _nonempty_text,
+    "cookie_domain": _optional_text,
+    "cookie_secure": _bool,
+    "cookie_httponly": _bool,
+    "cookie_samesite": _samesite,
+    "cookie_on_exception": _bool,
+    "url": _optional_text,
+    "host": _nonempty_text,
+    "port": _port,
+    "db": _db,
+    "username": _optional_text,
+    "password": _optional_text,
+    "socket_timeout": _seconds,
+    "socket_connect_timeout": _seconds,
+    "connection_pool": _object,
+    "unix_socket_path": _optional_text,
+    "client_callable": _callable,
+    "serializer": _serializer,
+    "serialize": _callable,
+    "deserialize": _callable,
+    "id_generator": _callable,
+    "prefix": _text,
+    "detect_changes": _bool,
+    "charset": _deprecated("charset"),
+    "errors": _deprecated("errors"),
+    "encoding": _deprecated("encoding"),
+    "encoding_errors": _deprecated("encoding_errors"),
+}
+
+
+def coerce_option(name: str, value: Any, label: str) -> Any:
+    """Coerce one option, or raise a ConfigurationError naming ``label``."""
+    try:
+        coercer = OPTIONS[name]
+    except KeyError:
+        raise ConfigurationError(_unknown(label, name)) from None
+    try:
+        return coercer(value)
+    except ValueError as e:
+        raise ConfigurationError(
+            f"{label} has a bad value {value!r}: expected {e}"
+        ) from None
+
+
+def _unknown(label: str, name: str) -> str:
+    near = difflib.get_close_matches(name, OPTIONS, n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    return f"{label} is not a known option of pyramid_redis_sessions{hint}"
+
+
+def options_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Coerce the ``redis.sessions.*`` entries of ``settings``.
+
+    Raises a ConfigurationError naming the first unknown or bad setting.
+    """
+    options: dict[str, Any] = {}
+    for key, value in settings.items():
+        if not key.startswith(PREFIX):
+            continue
+        name = key[len(PREFIX) :]
+        options[name] = coerce_option(name, value, f"setting {key!r}")
+    if "secret" not in options:
+        raise ConfigurationError(f"setting {PREFIX + 'secret'!r} is required")
+    return options
