@@ -16,7 +16,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 from webob.cookies import SignedSerializer
 
-__all__ = ["MAX_COOKIE_SIZE", "CookieCodec", "CookieSettings"]
+__all__ = ["MAX_COOKIE_SIZE", "CookieCodec", "CookieSettings", "CookieState"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,20 @@ class _IdSerializer:
 
     def loads(self, bstruct: bytes) -> str:
         return bstruct.decode("utf-8")
+
+
+@dataclass(frozen=True)
+class CookieState:
+    """What a request's session cookie holds."""
+
+    #: The session id, if the cookie is present and its signature verifies.
+    session_id: str | None
+    #: The request carried a session cookie at all, valid or not, so that a
+    #: bad one can be cleared.
+    present: bool
+    #: Signed with ``secret`` (false when only a fallback verified it, so
+    #: that the cookie is signed anew).
+    current: bool
 
 
 @dataclass(frozen=True)
@@ -65,36 +79,33 @@ class CookieCodec:
         value: bytes = self._signers[0].dumps(session_id)
         return value.decode("ascii")
 
-    def unsign(self, value: str) -> str | None:
-        """Return the id in a cookie value, or ``None`` if it is not ours."""
+    def unsign(self, value: str) -> tuple[str | None, bool]:
+        """Return the id in a cookie value (``None`` if the cookie is not
+        ours) and whether ``secret``, not a fallback, signed it."""
         if len(value) > MAX_COOKIE_SIZE or not value.isascii():
-            return None
+            return None, False
         for signer in self._signers:
             try:
                 session_id: str = signer.loads(value)
             except ValueError:
                 continue
-            return session_id
-        return None
+            return session_id, signer is self._signers[0]
+        return None, False
 
-    def read(self, request: Request) -> tuple[str | None, bool]:
-        """Return ``(session_id, present)`` for the request's cookie.
-
-        ``present`` is true when the request carried a session cookie at all,
-        valid or not, so that a bad one can be cleared.
-        """
+    def read(self, request: Request) -> CookieState:
+        """What the request's session cookie holds; never raises."""
         try:
             value = request.cookies.get(self.settings.name)
         except ValueError:
             # WebOb decodes cookie values as UTF-8 and raises on other bytes.
             log.warning("session cookie header could not be parsed; ignored")
-            return None, True
+            return CookieState(None, present=True, current=False)
         if value is None:
-            return None, False
-        session_id = self.unsign(value)
+            return CookieState(None, present=False, current=False)
+        session_id, current = self.unsign(value)
         if session_id is None:
             log.warning("session cookie is not valid (bad signature or format)")
-        return session_id, True
+        return CookieState(session_id, present=True, current=current)
 
     def set(self, response: Response, session_id: str) -> None:
         s = self.settings

@@ -101,7 +101,7 @@ class RedisSession:
     def __init__(self, request: Request, factory: SessionFactory) -> None:
         self._request = request
         self._factory = factory
-        self._cookie_id, self._cookie_present = factory.cookie.read(request)
+        self._cookie = factory.cookie.read(request)
         self._store: RedisStore | None = None
         self._loaded = False
         self._registered = False
@@ -138,8 +138,8 @@ class RedisSession:
             return
         self._loaded = True
         self._register()
-        if self._cookie_id is not None:
-            self._load_stored(self._cookie_id)
+        if self._cookie.session_id is not None:
+            self._load_stored(self._cookie.session_id)
 
     def _load_stored(self, session_id: str) -> None:
         f = self._factory
@@ -147,7 +147,7 @@ class RedisSession:
             value = self._get_store().load(session_id, f.timeout)
             if value is None:
                 return  # expired or invalidated: the id is not reused
-            payload = f.values.open(session_id, value)
+            payload, current = f.values.open(session_id, value)
         except BadValue as e:
             self._reject(session_id, str(e))
             return
@@ -173,6 +173,7 @@ class RedisSession:
         self._loaded_payload = payload
         self._new = False
         self._ttl_stale = self._ttl() != f.timeout
+        self._dirty = not current  # reseal what a fallback secret sealed
 
     def _reject(self, session_id: str, reason: str) -> None:
         log.warning(
@@ -205,12 +206,16 @@ class RedisSession:
         if "Cookie" not in vary:
             response.vary = (*vary, "Cookie")
         live_id = self._save()
-        cookie = self._factory.cookie
+        codec, cookie = self._factory.cookie, self._cookie
         if live_id is None:
-            if self._cookie_present:
-                cookie.delete(response)
-        elif live_id != self._cookie_id or cookie.settings.max_age is not None:
-            cookie.set(response, live_id)
+            if cookie.present:
+                codec.delete(response)
+        elif (
+            live_id != cookie.session_id
+            or not cookie.current
+            or codec.settings.max_age is not None
+        ):
+            codec.set(response, live_id)
 
     def _save(self) -> str | None:
         """Apply this request's changes in one round trip at most.
@@ -302,7 +307,7 @@ class RedisSession:
     def invalidate(self) -> None:
         """End the session: its key is deleted and this object is empty and
         new; anything written to it afterwards starts a new session."""
-        old = self._stored_id if self._loaded else self._cookie_id
+        old = self._stored_id if self._loaded else self._cookie.session_id
         if old is not None:
             self._doomed.append(old)
         self._loaded = True

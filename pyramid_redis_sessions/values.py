@@ -57,13 +57,14 @@ class ValueCodec:
         """Return the value to store for ``payload`` under ``session_id``."""
         return FORMAT + self._mac(self._key, session_id, payload) + payload
 
-    def open(self, session_id: str, value: bytes) -> bytes:
-        """Return the payload of ``value``, or raise :class:`BadValue`."""
+    def open(self, session_id: str, value: bytes) -> tuple[bytes, bool]:
+        """Return the payload of ``value`` and whether ``secret`` (not one of
+        the fallbacks) sealed it; raise :class:`BadValue` if none did."""
         if not value.startswith(FORMAT) or len(value) < _HEADER_SIZE:
             raise BadValue("not a signed session value")
         mac = value[len(FORMAT) : _HEADER_SIZE]
         payload = value[_HEADER_SIZE:]
         for key in self._keys:
             if hmac.compare_digest(mac, self._mac(key, session_id, payload)):
-                return payload
+                return payload, key is self._key
         raise BadValue("session value MAC does not verify")

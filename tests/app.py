@@ -1,0 +1,120 @@
+"""A small Pyramid app that runs session operations named in the query.
+
+``GET /do?op=set:a:1&op=get:a`` runs ``session['a'] = '1'`` then
+``session.get('a')`` and answers with the JSON list of results, so a test
+states a request's session work in one line.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import webtest
+from pyramid.config import Configurator
+from pyramid.request import Request
+from pyramid.response import Response
+
+from pyramid_redis_sessions import RedisSessionFactory, SessionFactory
+
+
+def _run(session: Any, op: str) -> Any:
+    name, _, rest = op.partition(":")
+    args = rest.split(":") if rest else []
+    if name == "get":
+        return session.get(args[0])
+    if name == "set":
+        session[args[0]] = args[1]
+        return None
+    if name == "setint":
+        session[args[0]] = int(args[1])
+        return None
+    if name == "del":
+        del session[args[0]]
+        return None
+    if name == "append":
+        session[args[0]].append(args[1])
+        return None
+    if name == "keys":
+        return sorted(session)
+    if name == "items":
+        return sorted(session.items())
+    if name == "id":
+        return session.session_id
+    if name == "new":
+        return session.new
+    if name == "invalidate":
+        return session.invalidate()
+    if name == "regenerate":
+        return session.regenerate_id()
+    if name == "changed":
+        return session.changed()
+    if name == "flash":
+        return session.flash(args[0])
+    if name == "pop_flash":
+        return session.pop_flash()
+    if name == "csrf":
+        return session.get_csrf_token()
+    if name == "adjust":
+        return session.adjust_timeout_for_session(int(args[0]))
+    if name == "timeout":
+        return session.timeout
+    raise ValueError(op)
+
+
+def do_view(request: Request) -> Response:
+    results = [_run(request.session, op) for op in request.GET.getall("op")]
+    return Response(json=results)
+
+
+def untouched_view(request: Request) -> Response:
+    return Response("untouched")
+
+
+def boom_view(request: Request) -> Response:
+    for op in request.GET.getall("op"):
+        _run(request.session, op)
+    raise RuntimeError("boom")
+
+
+def error_view(exc: Exception, request: Request) -> Response:
+    for op in request.GET.getall("after"):
+        _run(request.session, op)
+    return Response("handled", status=500)
+
+
+def post_view(request: Request) -> Response:
+    return Response("posted")
+
+
+def make_app(factory: SessionFactory) -> webtest.TestApp:
+    with Configurator() as config:
+        config.set_session_factory(factory)
+        config.set_default_csrf_options(require_csrf=True)
+        config.add_route("do", "/do")
+        config.add_view(do_view, route_name="do")
+        config.add_route("untouched", "/untouched")
+        config.add_view(untouched_view, route_name="untouched")
+        config.add_route("boom", "/boom")
+        config.add_view(boom_view, route_name="boom")
+        config.add_view(error_view, context=RuntimeError)
+        config.add_route("post", "/post")
+        config.add_view(post_view, route_name="post", request_method="POST")
+    return webtest.TestApp(config.make_wsgi_app())
+
+
+def results(response: webtest.TestResponse) -> list[Any]:
+    data: list[Any] = json.loads(response.text)
+    return data
+
+
+SECRET = "test-secret-0123456789abcdef0123456789abcdef0123456789abcdef"
+
+
+def factory(url_or_pool: Any, prefix: str, **options: Any) -> SessionFactory:
+    """A factory on the test's server, keys under the test's prefix."""
+    if isinstance(url_or_pool, str):
+        options["url"] = url_or_pool
+    else:
+        options["connection_pool"] = url_or_pool
+    return RedisSessionFactory(SECRET, prefix=prefix, **options)

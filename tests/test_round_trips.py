@@ -1,0 +1,238 @@
+"""SPEC's round-trip table, row by row, counted on the wire.
+
+Each request's exchanges with the server are counted client-side by
+``RoundTripCounter`` (a pipeline is one round trip; redis-py's connect
+handshake is not counted).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import webtest
+
+from pyramid_redis_sessions.values import ValueCodec
+from tests.app import SECRET, factory, make_app, results
+from tests.servers import BaseServer, RoundTripCounter
+
+App = Callable[..., webtest.TestApp]
+
+
+@pytest.fixture
+def app(server: BaseServer, prefix: str, round_trips: RoundTripCounter) -> App:
+    def make(**options: Any) -> webtest.TestApp:
+        return make_app(factory(round_trips.pool(server.url), prefix, **options))
+
+    return make
+
+
+def keys(server: BaseServer, prefix: str) -> list[bytes]:
+    return sorted(server.client().keys(prefix + "*"))
+
+
+def start_session(testapp: webtest.TestApp, rt: RoundTripCounter) -> str:
+    session_id: str = results(testapp.get("/do?op=set:a:1&op=id"))[1]
+    rt.reset()
+    return session_id
+
+
+def test_request_that_never_touches_the_session_costs_nothing(
+    app: App, round_trips: RoundTripCounter
+) -> None:
+    testapp = app()
+    res = testapp.get("/untouched")
+    assert round_trips.count == 0
+    assert "Set-Cookie" not in res.headers
+
+
+def test_read_only_anonymous_request_creates_nothing(
+    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    testapp = app()
+    res = testapp.get("/do?op=get:a&op=items&op=new")
+    assert results(res) == [None, [], True]
+    assert round_trips.count == 0
+    assert "Set-Cookie" not in res.headers
+    assert keys(server, prefix) == []
+
+
+def test_new_session_written_is_one_set_nx(
+    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    testapp = app()
+    res = testapp.get("/do?op=set:a:1&op=set:b:2")
+    assert round_trips.commands == [["SET"]]
+    set_args = round_trips.requests[0][0]
+    assert b"NX" in set_args and b"EX" in set_args
+    assert "session=" in res.headers["Set-Cookie"]
+    assert len(keys(server, prefix)) == 1
+
+
+def test_existing_session_read_is_one_getex(
+    app: App, round_trips: RoundTripCounter
+) -> None:
+    testapp = app()
+    start_session(testapp, round_trips)
+    res = testapp.get("/do?op=get:a&op=items&op=get:a&op=new")
+    assert results(res) == ["1", [["a", "1"]], "1", False]
+    assert round_trips.commands == [["GETEX"]]
+    assert round_trips.requests[0][0][2:] == (b"EX", b"1200")
+    assert "Set-Cookie" not in res.headers
+
+
+def test_existing_session_write_is_load_plus_one_save(
+    app: App, round_trips: RoundTripCounter
+) -> None:
+    testapp = app()
+    start_session(testapp, round_trips)
+    res = testapp.get("/do?op=set:b:2&op=set:c:3&op=del:a")
+    assert round_trips.commands == [["GETEX"], ["SET"]]
+    assert b"XX" in round_trips.requests[1][0]
+    assert "Set-Cookie" not in res.headers
+    round_trips.reset()
+    assert results(testapp.get("/do?op=items")) == [[["b", "2"], ["c", "3"]]]
+
+
+def test_stale_cookie_is_one_round_trip_and_clears_the_cookie(
+    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    testapp = app()
+    start_session(testapp, round_trips)
+    server.client().delete(*keys(server, prefix))
+    round_trips.reset()
+    res = testapp.get("/do?op=get:a&op=new")
+    assert results(res) == [None, True]
+    assert round_trips.commands == [["GETEX"]]
+    assert "Max-Age=0" in res.headers["Set-Cookie"]
+
+
+def test_stale_cookie_write_starts_a_fresh_id(
+    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    testapp = app()
+    old_id = start_session(testapp, round_trips)
+    server.client().delete(*keys(server, prefix))
+    res = testapp.get("/do?op=set:x:1&op=id")
+    assert results(res)[1] != old_id
+    assert round_trips.commands == [["GETEX"], ["SET"]]
+    assert keys(server, prefix) == [(prefix + results(res)[1]).encode()]
+
+
+def test_invalidate_then_write_is_at_most_two(
+    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    testapp = app()
+    old_id = start_session(testapp, round_trips)
+    res = testapp.get("/do?op=get:a&op=invalidate&op=set:b:2&op=id&op=items")
+    new_id = results(res)[3]
+    assert round_trips.count <= 2
+    assert round_trips.commands == [["GETEX"], ["DEL", "SET"]]
+    assert new_id != old_id
+    assert keys(server, prefix) == [(prefix + new_id).encode()]
+    assert results(res)[4] == [["b", "2"]]
+    assert "session=" in res.headers["Set-Cookie"]
+    assert "Max-Age=0" not in res.headers["Set-Cookie"]
+
+
+def test_invalidate_without_reading_is_one_delete(
+    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    testapp = app()
+    start_session(testapp, round_trips)
+    res = testapp.get("/do?op=invalidate")
+    assert round_trips.commands == [["DEL"]]
+    assert keys(server, prefix) == []
+    assert "Max-Age=0" in res.headers["Set-Cookie"]
+
+
+def test_regenerate_id_is_at_most_two_and_keeps_data(
+    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    testapp = app()
+    old_id = start_session(testapp, round_trips)
+    res = testapp.get("/do?op=regenerate&op=id")
+    new_id = results(res)[1]
+    assert round_trips.count <= 2
+    assert round_trips.commands == [["GETEX"], ["DEL", "SET"]]
+    assert new_id != old_id
+    assert keys(server, prefix) == [(prefix + new_id).encode()]
+    round_trips.reset()
+    assert results(testapp.get("/do?op=items&op=id")) == [[["a", "1"]], new_id]
+
+
+def test_regenerate_on_a_new_session_is_one_set(
+    app: App, round_trips: RoundTripCounter
+) -> None:
+    testapp = app()
+    res = testapp.get("/do?op=set:a:1&op=id&op=regenerate&op=id")
+    first, second = results(res)[1], results(res)[3]
+    assert first != second
+    assert round_trips.commands == [["SET"]]
+    assert results(testapp.get("/do?op=id")) == [second]
+
+
+def test_nested_change_is_saved_without_changed(
+    app: App, round_trips: RoundTripCounter
+) -> None:
+    testapp = app()
+    testapp.get("/do?op=set:a:1")
+    testapp.get("/do?op=flash:hello")
+    round_trips.reset()
+    testapp.get("/do?op=append:_f_:again")
+    assert round_trips.commands == [["GETEX"], ["SET"]]
+    assert results(testapp.get("/do?op=pop_flash")) == [["hello", "again"]]
+
+
+def _pickle_in_another_process(envelope_code: str, seed: int) -> bytes:
+    code = (
+        "import pickle, sys; "
+        f"sys.stdout.buffer.write(pickle.dumps({envelope_code}, protocol=5))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, check=True
+    )
+    return done.stdout
+
+
+def test_unchanged_session_with_a_set_is_not_rewritten(
+    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    """A set pickles in hash order, which differs between processes: a
+    session another worker wrote must not count as changed here."""
+    testapp = app()
+    session_id = start_session(testapp, round_trips)
+    code = (
+        "{'managed_dict': {'tags': {f'm{i}' for i in range(40)}}, "
+        "'created': 1.0, 'timeout': 1200}"
+    )
+    written = next(
+        p
+        for p in (_pickle_in_another_process(code, seed) for seed in (1, 2, 3))
+        if pickle.dumps(pickle.loads(p), protocol=5) != p
+    )
+    value = ValueCodec(SECRET).seal(session_id, written)
+    server.client().set(prefix + session_id, value, ex=1200)
+    round_trips.reset()
+    assert results(testapp.get("/do?op=keys")) == [["tags"]]
+    assert round_trips.commands == [["GETEX"]]
+
+
+def test_non_default_timeout_costs_one_more_round_trip_when_read(
+    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    testapp = app()
+    session_id = start_session(testapp, round_trips)
+    testapp.get("/do?op=adjust:60")
+    assert round_trips.commands == [["GETEX"], ["SET"]]
+    assert 0 < server.client().ttl(prefix + session_id) <= 60
+    round_trips.reset()
+    assert results(testapp.get("/do?op=timeout")) == [60]
+    assert round_trips.commands == [["GETEX"], ["EXPIRE"]]
+    assert 0 < server.client().ttl(prefix + session_id) <= 60

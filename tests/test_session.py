@@ -1,0 +1,431 @@
+"""Session semantics through a real Pyramid app and a real server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+import webtest
+from pyramid.interfaces import ISession
+from pyramid.request import Request
+from pyramid.response import Response
+from pyramid.testing import DummyRequest
+from zope.interface.verify import verifyObject
+
+from pyramid_redis_sessions import RedisSession, RedisSessionFactory
+from tests.app import SECRET, factory, make_app, results
+from tests.servers import BaseServer
+
+App = Callable[..., webtest.TestApp]
+
+
+@pytest.fixture
+def app(server: BaseServer, prefix: str) -> App:
+    def make(**options: Any) -> webtest.TestApp:
+        return make_app(factory(server.url, prefix, **options))
+
+    return make
+
+
+@pytest.fixture
+def session(server: BaseServer, prefix: str) -> RedisSession:
+    """A session of a request outside any app (its callbacks run by hand)."""
+    request = Request.blank("/")
+    return factory(server.url, prefix)(request)
+
+
+def finish(session: RedisSession) -> Response:
+    """Run the response callbacks of the session's request, as Pyramid does."""
+    response = Response()
+    session._request._process_response_callbacks(response)
+    return response
+
+
+def test_session_provides_isession(session: RedisSession) -> None:
+    assert verifyObject(ISession, session)
+
+
+def test_session_behaves_as_a_dict(session: RedisSession) -> None:
+    assert not session and len(session) == 0
+    session["a"] = 1
+    session.update({"b": 2}, c=3)
+    assert session.setdefault("d", 4) == 4
+    assert session.setdefault("d", 5) == 4
+    assert dict(session.items()) == {"a": 1, "b": 2, "c": 3, "d": 4}
+    assert list(session.keys()) == ["a", "b", "c", "d"]
+    assert list(session.values()) == [1, 2, 3, 4]
+    assert list(session) == ["a", "b", "c", "d"]
+    assert "a" in session and "z" not in session
+    assert session == {"a": 1, "b": 2, "c": 3, "d": 4}
+    assert session.copy() == {"a": 1, "b": 2, "c": 3, "d": 4}
+    assert session.pop("a") == 1
+    assert session.pop("a", "gone") == "gone"
+    with pytest.raises(KeyError):
+        session.pop("a")
+    with pytest.raises(KeyError):
+        session["a"]
+    assert session.get("a") is None and session.get("a", 0) == 0
+    assert session.popitem() == ("d", 4)
+    del session["b"]
+    assert session["c"] == 3
+    assert repr(session) == "<RedisSession keys=['c']>"
+    session.clear()
+    assert session == {} and bool(session) is False
+    with pytest.raises(TypeError):
+        hash(session)
+
+
+def test_repr_does_not_load_and_never_shows_values(
+    server: BaseServer, prefix: str
+) -> None:
+    request = Request.blank("/")
+    session = factory(server.url, prefix)(request)
+    assert repr(session) == "<RedisSession (not loaded)>"
+    session["password"] = "hunter2"
+    assert "hunter2" not in repr(session)
+
+
+def test_sessions_compare_by_data(server: BaseServer, prefix: str) -> None:
+    f = factory(server.url, prefix)
+    one, two = f(Request.blank("/")), f(Request.blank("/"))
+    one["a"] = two["a"] = 1
+    assert one == two
+
+
+def test_new_session_id_is_generated_without_redis_and_kept_on_save(
+    session: RedisSession, server: BaseServer, prefix: str
+) -> None:
+    session_id = session.session_id
+    assert len(session_id) >= 43 and session.session_id == session_id
+    session["a"] = 1
+    finish(session)
+    assert server.client().exists(prefix + session_id)
+
+
+def test_values_survive_the_round_trip(app: App) -> None:
+    testapp = app()
+    testapp.get("/do?op=setint:n:41&op=set:name:Zo%C3%AB")
+    assert results(testapp.get("/do?op=get:n&op=get:name")) == [41, "Zoë"]
+
+
+def test_created_and_new(session: RedisSession) -> None:
+    before = time.time()
+    assert session.new is True
+    assert before - 1 <= session.created <= time.time()
+
+
+def test_flash_queues(app: App) -> None:
+    testapp = app()
+    testapp.get("/do?op=flash:one&op=flash:two")
+    assert results(testapp.get("/do?op=pop_flash")) == [["one", "two"]]
+    assert results(testapp.get("/do?op=pop_flash")) == [[]]
+
+
+def test_flash_api(session: RedisSession) -> None:
+    session.flash("a")
+    session.flash("a", allow_duplicate=False)
+    session.flash("b", "q")
+    assert session.peek_flash() == ["a"]
+    assert session.peek_flash("q") == ["b"]
+    assert session.pop_flash("q") == ["b"]
+    assert session.peek_flash("q") == []
+
+
+def test_csrf_token_is_kept_and_renewed(session: RedisSession) -> None:
+    token = session.get_csrf_token()
+    assert len(token) == 40 and session.get_csrf_token() == token
+    assert session.new_csrf_token() != token
+    assert session["_csrft_"] == session.get_csrf_token()
+
+
+def test_pyramids_default_csrf_policy_uses_the_session(app: App) -> None:
+    testapp = app()
+    token = results(testapp.get("/do?op=csrf"))[0]
+    assert testapp.post("/post", {"csrf_token": token}).text == "posted"
+    testapp.post("/post", {"csrf_token": "forged"}, status=400)
+    testapp.post("/post", {}, status=400)
+
+
+def test_cookie_attributes_default_to_lax_httponly(app: App) -> None:
+    res = app().get("/do?op=set:a:1")
+    cookie = res.headers["Set-Cookie"]
+    assert "Path=/" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "secure" not in cookie.lower() and "Max-Age" not in cookie
+    assert res.headers["Vary"] == "Cookie"
+
+
+def test_cookie_attributes_follow_options(app: App) -> None:
+    testapp = app(
+        cookie_name="sid",
+        cookie_path="/app",
+        cookie_domain="example.com",
+        cookie_secure=True,
+        cookie_httponly=False,
+        cookie_samesite="Strict",
+        cookie_max_age=3600,
+    )
+    cookie = testapp.get("/do?op=set:a:1").headers["Set-Cookie"]
+    assert cookie.startswith("sid=")
+    for part in ("Path=/app", "Domain=example.com", "secure", "SameSite=Strict"):
+        assert part in cookie
+    assert "Max-Age=3600" in cookie and "HttpOnly" not in cookie
+
+
+def test_samesite_can_be_left_out(app: App) -> None:
+    cookie = app(cookie_samesite="").get("/do?op=set:a:1").headers["Set-Cookie"]
+    assert "SameSite" not in cookie
+
+
+def test_cookie_is_sent_once_without_max_age(app: App) -> None:
+    testapp = app()
+    assert "Set-Cookie" in testapp.get("/do?op=set:a:1").headers
+    assert "Set-Cookie" not in testapp.get("/do?op=set:a:2").headers
+    assert "Set-Cookie" not in testapp.get("/do?op=get:a").headers
+
+
+def test_cookie_with_max_age_is_resent_on_every_use(app: App) -> None:
+    testapp = app(cookie_max_age=600)
+    first = testapp.get("/do?op=set:a:1").headers["Set-Cookie"]
+    again = testapp.get("/do?op=get:a").headers["Set-Cookie"]
+    assert "Max-Age=600" in again and again.split(";")[0] == first.split(";")[0]
+    assert "Set-Cookie" not in testapp.get("/untouched").headers
+
+
+def test_session_expires_after_timeout(
+    app: App, server: BaseServer, prefix: str
+) -> None:
+    testapp = app(timeout=1)
+    testapp.get("/do?op=set:a:1")
+    (key,) = server.client().keys(prefix + "*")
+    assert server.client().ttl(key) == 1
+    time.sleep(1.2)
+    assert results(testapp.get("/do?op=get:a&op=new")) == [None, True]
+
+
+@pytest.mark.parametrize("timeout", [0, None, "none", ""])
+def test_timeout_none_means_no_expiry(
+    app: App, server: BaseServer, prefix: str, timeout: Any
+) -> None:
+    testapp = app(timeout=timeout)
+    testapp.get("/do?op=set:a:1")
+    (key,) = server.client().keys(prefix + "*")
+    assert server.client().ttl(key) == -1
+    assert results(testapp.get("/do?op=get:a&op=timeout")) == ["1", None]
+    assert server.client().ttl(key) == -1
+
+
+def test_adjust_timeout_for_session(app: App, server: BaseServer, prefix: str) -> None:
+    testapp = app()
+    testapp.get("/do?op=set:a:1&op=adjust:90")
+    (key,) = server.client().keys(prefix + "*")
+    assert 80 < server.client().ttl(key) <= 90
+    testapp.get("/do?op=set:a:2")
+    assert 80 < server.client().ttl(key) <= 90
+
+
+def test_adjust_timeout_rejects_nonsense(session: RedisSession) -> None:
+    with pytest.raises(ValueError, match="timeout_seconds"):
+        session.adjust_timeout_for_session(-1)
+    session.adjust_timeout_for_session(0)
+    assert session.timeout is None
+
+
+def test_absolute_timeout_ends_an_active_session(
+    app: App, server: BaseServer, prefix: str
+) -> None:
+    testapp = app(absolute_timeout=2)
+    testapp.get("/do?op=set:a:1")
+    (key,) = server.client().keys(prefix + "*")
+    assert 0 < server.client().ttl(key) <= 2
+    testapp.get("/do?op=get:a")
+    assert 0 < server.client().ttl(key) <= 2  # TTL never outlives the deadline
+    time.sleep(1.1)
+    assert results(testapp.get("/do?op=get:a")) == ["1"]
+    time.sleep(1.1)
+    assert results(testapp.get("/do?op=get:a&op=new")) == [None, True]
+
+
+def test_absolute_timeout_deadline_reached_while_key_lives(
+    server: BaseServer, prefix: str
+) -> None:
+    f = factory(server.url, prefix, absolute_timeout=1000)
+    first = f(Request.blank("/"))
+    first["a"] = 1
+    res = finish(first)
+    key = prefix + first.session_id
+    value = server.client().get(key)
+    assert value is not None
+    # Backdate the session as if it was created long ago.
+    envelope = f.serializer.loads(f.values.open(first.session_id, value)[0])
+    envelope["created"] -= 2000
+    sealed = f.values.seal(first.session_id, f.serializer.dumps(envelope))
+    server.client().set(key, sealed, ex=100)
+    request = Request.blank("/", headers={"Cookie": res.headers["Set-Cookie"]})
+    second = f(request)
+    assert second.get("a") is None and second.new
+    finish(second)
+    assert not server.client().exists(key)
+
+
+def test_invalidated_session_is_empty_and_new(app: App) -> None:
+    testapp = app()
+    testapp.get("/do?op=set:a:1")
+    res = testapp.get("/do?op=invalidate&op=new&op=items")
+    assert results(res) == [None, True, []]
+    assert "Max-Age=0" in res.headers["Set-Cookie"]
+    assert results(testapp.get("/do?op=get:a")) == [None]
+
+
+def test_concurrent_invalidate_is_not_undone_by_a_slower_write(
+    server: BaseServer, prefix: str
+) -> None:
+    f = factory(server.url, prefix)
+    first = f(Request.blank("/"))
+    first["a"] = 1
+    cookie = finish(first).headers["Set-Cookie"]
+    slow = f(Request.blank("/", headers={"Cookie": cookie}))
+    assert slow["a"] == 1
+    logout = f(Request.blank("/", headers={"Cookie": cookie}))
+    logout.invalidate()
+    finish(logout)
+    slow["a"] = 2
+    res = finish(slow)
+    assert server.client().keys(prefix + "*") == []
+    assert "Max-Age=0" in res.headers["Set-Cookie"]
+
+
+def test_detect_changes_off_needs_changed(app: App) -> None:
+    testapp = app(detect_changes=False)
+    testapp.get("/do?op=flash:one")
+    testapp.get("/do?op=append:_f_:lost")
+    assert results(testapp.get("/do?op=get:_f_")) == [["one"]]
+    testapp.get("/do?op=append:_f_:kept&op=changed")
+    assert results(testapp.get("/do?op=get:_f_")) == [["one", "kept"]]
+
+
+def test_cookie_on_exception_true_saves_view_and_exception_view_changes(
+    app: App,
+) -> None:
+    testapp = app()
+    res = testapp.get("/boom?op=set:a:1&after=set:b:2", status=500)
+    assert res.text == "handled" and "Set-Cookie" in res.headers
+    assert results(testapp.get("/do?op=items")) == [[["a", "1"], ["b", "2"]]]
+
+
+def test_cookie_on_exception_false_applies_nothing(
+    app: App, server: BaseServer, prefix: str
+) -> None:
+    testapp = app(cookie_on_exception=False)
+    testapp.get("/do?op=set:a:1")
+    res = testapp.get("/boom?op=set:a:2&op=regenerate&after=set:b:2", status=500)
+    assert "Set-Cookie" not in res.headers
+    res = testapp.get("/boom?op=invalidate", status=500)
+    assert "Set-Cookie" not in res.headers
+    assert results(testapp.get("/do?op=items")) == [[["a", "1"]]]
+    assert len(server.client().keys(prefix + "*")) == 1
+
+
+def test_secret_rotation_keeps_sessions(server: BaseServer, prefix: str) -> None:
+    old = make_app(RedisSessionFactory("old-secret", url=server.url, prefix=prefix))
+    old.get("/do?op=set:a:1")
+    new = make_app(
+        RedisSessionFactory(
+            "new-secret",
+            secret_fallbacks=["old-secret"],
+            url=server.url,
+            prefix=prefix,
+        )
+    )
+    new.cookiejar = old.cookiejar
+    assert results(new.get("/do?op=get:a")) == ["1"]
+    # That read resealed the value and re-signed the cookie with the new
+    # secret, so the old one can now be dropped.
+    newest = make_app(RedisSessionFactory("new-secret", url=server.url, prefix=prefix))
+    newest.cookiejar = new.cookiejar
+    assert results(newest.get("/do?op=get:a")) == ["1"]
+    assert "Set-Cookie" not in newest.get("/do?op=get:a").headers
+
+
+def test_json_serializer(app: App, server: BaseServer, prefix: str) -> None:
+    testapp = app(serializer="json")
+    testapp.get("/do?op=set:a:1&op=setint:n:2")
+    (key,) = server.client().keys(prefix + "*")
+    value = server.client().get(key)
+    assert value is not None and b'"managed_dict":{"a":"1","n":2}' in value
+    assert results(testapp.get("/do?op=get:a&op=get:n")) == ["1", 2]
+
+
+def test_one_x_serialize_and_deserialize_functions(app: App) -> None:
+    import pickle
+
+    calls: list[str] = []
+
+    def dumps(obj: Any) -> bytes:
+        calls.append("dumps")
+        return pickle.dumps(obj)
+
+    def loads(data: bytes) -> Any:
+        calls.append("loads")
+        return pickle.loads(data)
+
+    testapp = app(serialize=dumps, deserialize=loads)
+    testapp.get("/do?op=set:a:1")
+    assert results(testapp.get("/do?op=get:a")) == ["1"]
+    assert "dumps" in calls and "loads" in calls
+
+
+def test_custom_id_generator_and_collision_retry(
+    server: BaseServer, prefix: str
+) -> None:
+    ids = iter(["taken", "taken", "free"])
+    server.client().set(prefix + "taken", b"someone else's")
+    testapp = make_app(factory(server.url, prefix, id_generator=lambda: next(ids)))
+    assert results(testapp.get("/do?op=set:a:1&op=id")) == [None, "taken"]
+    assert server.client().get(prefix + "taken") == b"someone else's"
+    assert server.client().exists(prefix + "free")
+    assert results(testapp.get("/do?op=get:a&op=id")) == ["1", "free"]
+
+
+def test_id_generator_that_always_collides_is_an_error(
+    server: BaseServer, prefix: str
+) -> None:
+    from pyramid_redis_sessions.exceptions import SessionStoreError
+
+    server.client().set(prefix + "same", b"x")
+    testapp = make_app(factory(server.url, prefix, id_generator=lambda: "same"))
+    with pytest.raises(SessionStoreError, match="id_generator"):
+        testapp.get("/do?op=set:a:1")
+
+
+def test_client_callable_is_called_once_when_needed(
+    server: BaseServer, prefix: str
+) -> None:
+    client = server.client()
+    seen: list[dict[str, Any]] = []
+
+    def client_callable(request: Any, **options: Any) -> redis.Redis:
+        seen.append(options)
+        return client
+
+    testapp = make_app(
+        RedisSessionFactory(
+            SECRET, url=server.url, prefix=prefix, client_callable=client_callable
+        )
+    )
+    testapp.get("/untouched")
+    assert seen == []
+    testapp.get("/do?op=set:a:1&op=get:a")
+    assert len(seen) == 1 and seen[0]["url"] == server.url
+    assert results(testapp.get("/do?op=get:a")) == ["1"]
+
+
+def test_session_factory_is_used_by_dummy_requests(
+    server: BaseServer, prefix: str
+) -> None:
+    f = factory(server.url, prefix)
+    session = f(DummyRequest())
+    session["a"] = 1
+    assert isinstance(session, RedisSession)
