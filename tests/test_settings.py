@@ -1,0 +1,222 @@
+"""Settings and factory arguments: coerced through one table, checked at
+start-up, bad ones named in a ConfigurationError."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+import redis
+from pyramid.config import Configurator
+from pyramid.exceptions import ConfigurationError as PyramidConfigurationError
+from pyramid.interfaces import ISessionFactory
+
+from pyramid_redis_sessions import (
+    RedisSessionFactory,
+    SessionFactory,
+    session_factory_from_settings,
+)
+from pyramid_redis_sessions.exceptions import ConfigurationError, RedisSessionsError
+from pyramid_redis_sessions.serializers import JSONSerializer, PickleSerializer
+
+BASE = {"redis.sessions.secret": "s3cret"}
+
+
+def from_settings(**settings: Any) -> SessionFactory:
+    return session_factory_from_settings(
+        {**BASE, **{f"redis.sessions.{k}": v for k, v in settings.items()}}
+    )
+
+
+def make_client(request: Any, **options: Any) -> redis.Redis:
+    """A ``client_callable`` for the dotted-name test."""
+    return redis.Redis()
+
+
+def test_includeme_sets_the_session_factory() -> None:
+    config = Configurator(settings={**BASE, "redis.sessions.timeout": "60"})
+    config.include("pyramid_redis_sessions")
+    config.commit()
+    factory = config.registry.queryUtility(ISessionFactory)
+    assert isinstance(factory, SessionFactory) and factory.timeout == 60
+
+
+def test_strings_from_an_ini_file_are_coerced() -> None:
+    f = from_settings(
+        timeout="300",
+        absolute_timeout="3600",
+        cookie_name="sid",
+        cookie_max_age="86400",
+        cookie_path="/app",
+        cookie_domain="example.com",
+        cookie_secure="true",
+        cookie_httponly="false",
+        cookie_samesite="strict",
+        cookie_on_exception="no",
+        detect_changes="off",
+        secret_fallbacks="old1\n old2",
+        prefix="app:",
+        host="127.0.0.1",
+        port="6380",
+        db="2",
+        username="u",
+        password="p",
+        socket_timeout="1.5",
+        socket_connect_timeout="0.5",
+        serializer="json",
+    )
+    assert (f.timeout, f.absolute_timeout, f.prefix) == (300, 3600, "app:")
+    assert not f.cookie_on_exception and not f.detect_changes
+    c = f.cookie.settings
+    assert (c.name, c.max_age, c.path, c.domain) == ("sid", 86400, "/app", "example.com")
+    assert (c.secure, c.httponly, c.samesite) == (True, False, "Strict")
+    assert isinstance(f.serializer, JSONSerializer)
+    assert f.store is not None
+    kwargs = f.store.client.connection_pool.connection_kwargs
+    assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("127.0.0.1", 6380, 2)
+    assert (kwargs["username"], kwargs["password"]) == ("u", "p")
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (1.5, 0.5)
+
+
+def test_defaults_match_one_x_and_are_bounded() -> None:
+    f = RedisSessionFactory("s3cret")
+    assert f.timeout == 1200 and f.prefix == "session:" and f.cookie_on_exception
+    c = f.cookie.settings
+    assert (c.name, c.max_age, c.path, c.domain) == ("session", None, "/", None)
+    assert (c.secure, c.httponly, c.samesite) == (False, True, "Lax")
+    assert isinstance(f.serializer, PickleSerializer)
+    assert f.store is not None
+    client = f.store.client
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("localhost", 6379, 0)
+    assert kwargs["socket_timeout"] == 3 and kwargs["socket_connect_timeout"] == 3
+    assert client.get_retry()._retries == 0  # no hidden retries multiply waits
+
+
+def test_url_wins_over_host_and_port() -> None:
+    f = from_settings(url="redis://127.0.0.1:6390/4", host="elsewhere", port="1")
+    assert f.store is not None
+    kwargs = f.store.client.connection_pool.connection_kwargs
+    assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("127.0.0.1", 6390, 4)
+    assert kwargs["socket_timeout"] == 3
+
+
+@pytest.mark.parametrize("value", ["0", "none", "None", "", 0, None])
+def test_timeout_none_words(value: Any) -> None:
+    assert from_settings(timeout=value).timeout is None
+
+
+def test_dotted_names_are_resolved() -> None:
+    f = from_settings(
+        serializer="pyramid_redis_sessions.serializers.JSONSerializer",
+        id_generator="uuid.uuid4",
+        client_callable="tests.test_settings.make_client",
+    )
+    assert isinstance(f.serializer, JSONSerializer)
+    assert f.client_callable is make_client and f.store is None
+    assert f.id_generator.__name__ == "uuid4"
+
+
+def test_serialize_and_deserialize_pair() -> None:
+    f = from_settings(serialize="pickle.dumps", deserialize="pickle.loads")
+    assert f.serializer.loads(f.serializer.dumps({"a": 1})) == {"a": 1}
+    with pytest.raises(ConfigurationError, match="give both"):
+        from_settings(serialize="pickle.dumps")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("timeout", "twenty", "seconds"),
+        ("timeout", "-5", "seconds"),
+        ("cookie_max_age", "soon", "seconds"),
+        ("cookie_secure", "maybe", "true or false"),
+        ("cookie_samesite", "sometimes", "Lax, Strict, None"),
+        ("port", "70000", "integer from 1 to 65535"),
+        ("db", "-1", "integer from 0"),
+        ("socket_timeout", "-1", "positive number"),
+        ("socket_timeout", "abc", "positive number"),
+        ("serializer", "yaml", "dotted name"),
+        ("serializer", "pyramid_redis_sessions.settings.OPTIONS", "dumps()"),
+        ("id_generator", "pyramid_redis_sessions.settings.PREFIX", "callable"),
+        ("client_callable", "no.such.module", "dotted name"),
+        ("cookie_name", "", "non-empty"),
+    ],
+)
+def test_bad_value_names_the_setting_and_what_is_allowed(
+    name: str, value: str, expected: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        from_settings(**{name: value})
+    message = str(info.value)
+    assert f"'redis.sessions.{name}'" in message
+    assert repr(value) in message and expected in message
+
+
+def test_unknown_setting_suggests_the_near_name() -> None:
+    with pytest.raises(ConfigurationError, match="did you mean 'timeout'"):
+        from_settings(timout="10")
+    with pytest.raises(ConfigurationError) as info:
+        from_settings(flux_capacitor="1")
+    assert "'redis.sessions.flux_capacitor'" in str(info.value)
+    assert "did you mean" not in str(info.value)
+
+
+def test_secret_is_required() -> None:
+    with pytest.raises(ConfigurationError, match=r"redis\.sessions\.secret"):
+        session_factory_from_settings({"redis.sessions.timeout": "5"})
+
+
+def test_other_settings_are_left_alone() -> None:
+    f = session_factory_from_settings({**BASE, "redis.other": "x", "sessions.x": "y"})
+    assert isinstance(f, SessionFactory)
+
+
+def test_configuration_error_is_pyramids_and_ours() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        from_settings(port="x")
+    assert isinstance(info.value, PyramidConfigurationError)
+    assert isinstance(info.value, RedisSessionsError)
+
+
+def test_factory_arguments_are_checked_too() -> None:
+    with pytest.raises(ConfigurationError, match="argument 'timeout'"):
+        RedisSessionFactory("s3cret", timeout="soon")
+    with pytest.raises(ConfigurationError, match="argument 'secret'"):
+        RedisSessionFactory("")
+    with pytest.raises(ConfigurationError, match="argument 'cookie_max_age'"):
+        RedisSessionFactory("s3cret", cookie_max_age=True)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="argument 'serializer'"):
+        RedisSessionFactory("s3cret", serializer=object())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="argument 'secret_fallbacks'"):
+        RedisSessionFactory("s3cret", secret_fallbacks=[""])
+
+
+@pytest.mark.parametrize("name", ["charset", "errors", "encoding", "encoding_errors"])
+def test_encoding_options_are_deprecated_no_ops(name: str) -> None:
+    with pytest.warns(DeprecationWarning, match=name):
+        f = from_settings(**{name: "utf-8"})
+    assert isinstance(f, SessionFactory)
+
+
+def test_samesite_none_without_secure_warns() -> None:
+    with pytest.warns(UserWarning, match="cookie_secure"):
+        RedisSessionFactory("s3cret", cookie_samesite="None")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        f = RedisSessionFactory("s3cret", cookie_samesite="none", cookie_secure=True)
+    assert f.cookie.settings.samesite == "None"
+
+
+def test_connection_pool_is_used_as_given() -> None:
+    pool = redis.ConnectionPool(host="127.0.0.1", port=6391)
+    f = RedisSessionFactory("s3cret", connection_pool=pool)
+    assert f.store is not None and f.store.client.connection_pool is pool
+
+
+def test_unix_socket_path() -> None:
+    f = from_settings(unix_socket_path="/tmp/redis.sock")
+    assert f.store is not None
+    kwargs = f.store.client.connection_pool.connection_kwargs
+    assert kwargs["path"] == "/tmp/redis.sock"
