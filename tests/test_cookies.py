@@ -1,0 +1,38 @@
+"""The cookie holds only the signed session id."""
+
+from __future__ import annotations
+
+import base64
+
+from pyramid.request import Request
+from webob.cookies import SignedSerializer
+
+from pyramid_redis_sessions.cookies import CookieCodec, CookieSettings
+
+
+def codec(secret: str = "s3cret", fallbacks: tuple[str, ...] = ()) -> CookieCodec:
+    return CookieCodec(secret, fallbacks, CookieSettings())
+
+
+def test_cookie_is_webobs_signed_serializer_of_the_id() -> None:
+    value = codec().sign("abc")
+    signer = SignedSerializer("s3cret", "pyramid_redis_sessions.cookie.")
+    raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    assert raw.endswith(b"abc") and signer.digest_size == len(raw) - 3
+    assert codec().unsign(value) == ("abc", True)
+
+
+def test_fallback_secrets_verify_but_are_not_current() -> None:
+    old = codec("old").sign("abc")
+    assert codec("new", ("old",)).unsign(old) == ("abc", False)
+    assert codec("new").unsign(old) == (None, False)
+
+
+def test_read_reports_absent_bad_and_good_cookies() -> None:
+    c = codec()
+    absent = c.read(Request.blank("/"))
+    assert (absent.session_id, absent.present) == (None, False)
+    bad = c.read(Request.blank("/", headers={"Cookie": "session=nope"}))
+    assert (bad.session_id, bad.present) == (None, True)
+    good = c.read(Request.blank("/", headers={"Cookie": f"session={c.sign('id')}"}))
+    assert (good.session_id, good.present, good.current) == ("id", True, True)
