@@ -1,0 +1,56 @@
+"""A tiny Pyramid app whose ``request.session`` lives in Redis.
+
+Everything session-related is in :mod:`prs_demo.views`; this module only
+wires the app together. ``pserve development.ini`` calls :func:`main`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pyramid.config import Configurator
+from pyramid.router import Router
+
+from . import views
+from .embedded import start_valkey
+
+log = logging.getLogger(__name__)
+
+
+def main(global_config: dict[str, Any], **settings: Any) -> Router:
+    """Return the demo's WSGI application.
+
+    ``settings`` are the ``[app:main]`` lines of the ini file. Without a
+    ``redis.sessions.url``, an embedded Valkey server is started for the
+    life of the process and used instead.
+    """
+    valkey = None
+    if not settings.get("redis.sessions.url"):
+        valkey = start_valkey()
+        settings["redis.sessions.url"] = f"{valkey.connection_url}/0"
+        log.info(
+            "No redis.sessions.url configured: started an embedded Valkey at %s "
+            "(its sessions are lost when the demo stops)",
+            settings["redis.sessions.url"],
+        )
+
+    with Configurator(settings=settings) as config:
+        # Kept so that whoever built the app (a test, say) can stop it early.
+        config.registry.embedded_valkey = valkey
+
+        # Reads the redis.sessions.* settings and sets the session factory.
+        config.include("pyramid_redis_sessions")
+        # Every POST must carry the token from request.session.get_csrf_token(),
+        # in a form field named csrf_token; otherwise Pyramid answers 400.
+        config.set_default_csrf_options(require_csrf=True)
+
+        config.add_route("home", "/")
+        config.add_route("note", "/note")
+        config.add_route("login", "/login")
+        config.add_route("logout", "/logout")
+        config.add_view(views.home, route_name="home", request_method="GET")
+        config.add_view(views.save_note, route_name="note", request_method="POST")
+        config.add_view(views.login, route_name="login", request_method="POST")
+        config.add_view(views.logout, route_name="logout", request_method="POST")
+        return config.make_wsgi_app()

@@ -1,0 +1,67 @@
+"""The demo's views. Each reads or changes ``request.session``.
+
+Every POST is checked against the session's CSRF token before the view
+runs (see ``set_default_csrf_options`` in :func:`prs_demo.main`), and
+answers with a redirect to the page, which shows the flash messages.
+"""
+
+from __future__ import annotations
+
+from pyramid.csrf import new_csrf_token
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.request import Request
+from pyramid.response import Response
+
+from .page import render_page
+
+MAX_NOTE_LENGTH = 200
+FORMS = ("note", "login", "logout")  # route names, posted to by the page's forms
+
+
+def home(request: Request) -> Response:
+    """Count this visit and show the page."""
+    session = request.session
+    session["count"] = session.get("count", 0) + 1
+    return Response(
+        render_page(
+            count=session["count"],
+            # Popped, not peeked: each message is shown once.
+            messages=session.pop_flash(),
+            note=session.get("note", ""),
+            user=session.get("user"),
+            csrf_token=session.get_csrf_token(),
+            urls={name: request.route_path(name) for name in FORMS},
+        )
+    )
+
+
+def save_note(request: Request) -> HTTPSeeOther:
+    """Keep the posted note in the session."""
+    request.session["note"] = request.POST.get("note", "")[:MAX_NOTE_LENGTH]
+    request.session.flash("Note saved.")
+    return HTTPSeeOther(request.route_url("home"))
+
+
+def login(request: Request) -> HTTPSeeOther:
+    """Log in under any user name: this demo checks no password."""
+    username = request.POST.get("username", "").strip()
+    if not username:
+        request.session.flash("Please enter a user name.")
+        return HTTPSeeOther(request.route_url("home"))
+    # A new session id at login, so that an id someone learnt or planted
+    # before the login is worthless after it. The data comes along.
+    request.session.regenerate_id()
+    # The same for the CSRF token: one seen before the login is no use after.
+    new_csrf_token(request)
+    request.session["user"] = username
+    request.session.flash(f"Logged in as {username}.")
+    return HTTPSeeOther(request.route_url("home"))
+
+
+def logout(request: Request) -> HTTPSeeOther:
+    """Forget everything in the session."""
+    # Deletes the session from Redis. Writing afterwards (the flash below)
+    # starts a new, empty session under a new id.
+    request.session.invalidate()
+    request.session.flash("Logged out.")
+    return HTTPSeeOther(request.route_url("home"))

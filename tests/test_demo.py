@@ -1,0 +1,258 @@
+"""The demo in examples/demo, driven through WebTest against a real server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import prs_demo
+import pytest
+import redis
+import webtest
+from prs_demo.embedded import stop_valkey
+
+import pyramid_redis_sessions
+
+SECRET = "demo-test-secret"
+COOKIE = "session"
+
+
+@pytest.fixture
+def app(redis_server: Any) -> webtest.TestApp:
+    settings = {
+        "redis.sessions.secret": SECRET,
+        "redis.sessions.url": redis_server.url,
+    }
+    return webtest.TestApp(prs_demo.main({}, **settings))
+
+
+def count(page: webtest.TestResponse) -> int:
+    return int(page.html.find(id="count").strong.text)
+
+
+def flashes(page: webtest.TestResponse) -> list[str]:
+    return [item.text for item in page.html.select("#flash li")]
+
+
+def user(page: webtest.TestResponse) -> str:
+    return str(page.html.find(id="user").text)
+
+
+def note(page: webtest.TestResponse) -> str:
+    return str(page.forms["note"]["note"].value)
+
+
+def post_form(page: webtest.TestResponse, form: str, **fields: str) -> Any:
+    """Submit one of the page's forms (it carries the CSRF token) and follow."""
+    submitted = page.forms[form]
+    for name, value in fields.items():
+        submitted[name] = value
+    return submitted.submit(status=303).follow()
+
+
+def with_cookie(app: webtest.TestApp, value: str) -> webtest.TestApp:
+    """A second browser that presents the given session cookie."""
+    other = webtest.TestApp(app.app)
+    other.set_cookie(COOKIE, value)
+    return other
+
+
+def test_counter_increments_across_requests(app: webtest.TestApp) -> None:
+    assert [count(app.get("/")) for _ in range(3)] == [1, 2, 3]
+
+
+def test_new_browser_starts_its_own_count(app: webtest.TestApp) -> None:
+    app.get("/")
+    app.get("/")
+    assert count(webtest.TestApp(app.app).get("/")) == 1
+
+
+def test_flash_message_is_shown_once(app: webtest.TestApp) -> None:
+    page = post_form(app.get("/"), "note", note="hello")
+    assert flashes(page) == ["Note saved."]
+    assert flashes(app.get("/")) == []
+
+
+def test_note_post_without_csrf_token_is_rejected(app: webtest.TestApp) -> None:
+    app.get("/")
+    app.post("/note", {"note": "forged"}, status=400)
+    app.post("/note", {"note": "forged", "csrf_token": "wrong"}, status=400)
+    assert note(app.get("/")) == ""
+
+
+def test_note_post_with_csrf_token_is_saved(app: webtest.TestApp) -> None:
+    page = post_form(app.get("/"), "note", note="buy <milk>")
+    assert note(page) == "buy <milk>"
+    assert "buy &lt;milk&gt;" in page.text
+    assert note(app.get("/")) == "buy <milk>"
+
+
+def test_login_without_csrf_token_is_rejected(app: webtest.TestApp) -> None:
+    app.get("/")
+    app.post("/login", {"username": "mallory"}, status=400)
+    assert user(app.get("/")) == "Not logged in."
+
+
+def test_login_changes_session_cookie_and_keeps_data(app: webtest.TestApp) -> None:
+    page = post_form(app.get("/"), "note", note="kept")
+    visits = count(page)
+    before = app.cookies[COOKIE]
+
+    page = post_form(page, "login", username="alice")
+
+    assert app.cookies[COOKIE] != before
+    assert user(page) == "Logged in as alice."
+    assert flashes(page) == ["Logged in as alice."]
+    assert note(page) == "kept"
+    assert count(page) == visits + 1
+
+
+def test_cookie_from_before_login_no_longer_works(app: webtest.TestApp) -> None:
+    page = app.get("/")
+    before = app.cookies[COOKIE]
+    post_form(page, "login", username="alice")
+
+    stale = with_cookie(app, before).get("/")
+
+    assert count(stale) == 1
+    assert user(stale) == "Not logged in."
+
+
+def test_login_needs_a_user_name(app: webtest.TestApp) -> None:
+    page = post_form(app.get("/"), "login", username="  ")
+    assert flashes(page) == ["Please enter a user name."]
+    assert user(page) == "Not logged in."
+
+
+def test_logout_clears_the_session(app: webtest.TestApp) -> None:
+    page = post_form(app.get("/"), "note", note="private")
+    page = post_form(page, "login", username="alice")
+    logged_in = app.cookies[COOKIE]
+
+    page = post_form(page, "logout")
+
+    assert flashes(page) == ["Logged out."]
+    assert user(page) == "Not logged in."
+    assert note(page) == ""
+    assert count(page) == 1
+    assert app.cookies[COOKIE] != logged_in
+    # The logged-in session is gone from Redis, not merely forgotten by
+    # this browser: its cookie, presented again, finds nothing.
+    stale = with_cookie(app, logged_in).get("/")
+    assert user(stale) == "Not logged in."
+    assert count(stale) == 1
+
+
+def test_logout_without_csrf_token_is_rejected(app: webtest.TestApp) -> None:
+    post_form(app.get("/"), "login", username="alice")
+    app.post("/logout", status=400)
+    assert user(app.get("/")) == "Logged in as alice."
+
+
+def test_configured_url_starts_no_embedded_server(
+    redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="prs_demo")
+    settings = {
+        "redis.sessions.secret": SECRET,
+        "redis.sessions.url": redis_server.url,
+    }
+
+    router = prs_demo.main({}, **settings)
+
+    assert router.registry.embedded_valkey is None
+    assert router.registry.settings["redis.sessions.url"] == redis_server.url
+    assert "embedded Valkey" not in caplog.text
+
+
+@pytest.fixture
+def restore_sigterm() -> Any:
+    """main() may install a SIGTERM handler for the embedded server."""
+    handler = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, handler)
+
+
+@pytest.mark.usefixtures("restore_sigterm")
+def test_without_url_an_embedded_valkey_is_started_and_used(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="prs_demo")
+
+    router = prs_demo.main({}, **{"redis.sessions.secret": SECRET})
+    server = router.registry.embedded_valkey
+    assert server is not None
+    try:
+        assert server.is_running()
+        url = router.registry.settings["redis.sessions.url"]
+        assert url == f"redis://127.0.0.1:{server.port}/0"
+        started = [r for r in caplog.records if "embedded Valkey" in r.getMessage()]
+        assert [r.levelno for r in started] == [logging.INFO]
+        assert url in started[0].getMessage()
+
+        browser = webtest.TestApp(router)
+        assert [count(browser.get("/")) for _ in range(2)] == [1, 2]
+        client = redis.Redis.from_url(url)
+        try:
+            keys = list(client.scan_iter())
+        finally:
+            client.close()
+        assert len(keys) == 1
+        assert keys[0].startswith(b"session:")
+    finally:
+        stop_valkey(server)
+    assert not server.is_running()
+    stop_valkey(server)  # a second stop, as at exit, does nothing
+
+
+DEMO_PROCESS = textwrap.dedent(
+    """
+    import sys, time
+    import prs_demo
+
+    app = prs_demo.main({}, **{"redis.sessions.secret": "s"})
+    print(app.registry.embedded_valkey.port, flush=True)
+    if sys.argv[1] == "wait":
+        time.sleep(60)
+    """
+)
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("ending", ["exit", "sigterm"])
+def test_embedded_valkey_stops_when_the_demo_process_ends(ending: str) -> None:
+    path = [
+        str(Path(prs_demo.__file__).parents[1]),
+        str(Path(pyramid_redis_sessions.__file__).parents[1]),
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    argv = [sys.executable, "-c", DEMO_PROCESS, "wait" if ending == "sigterm" else ""]
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) as demo:
+        try:
+            assert demo.stdout is not None
+            port = int(demo.stdout.readline())
+            assert accepts_connections(port)
+            if ending == "sigterm":
+                demo.send_signal(signal.SIGTERM)
+            demo.wait(timeout=30)
+        finally:
+            demo.kill()
+
+    left_running = accepts_connections(port)
+    if left_running:  # do not leave it behind for the rest of the run
+        redis.Redis(port=port).shutdown(nosave=True)
+    assert not left_running
