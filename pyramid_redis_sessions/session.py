@@ -241,9 +241,21 @@ class RedisSession:
         return self._stored_id
 
     def _payload_to_write(self) -> bytes | None:
-        detect = self._factory.detect_changes and self._loaded_payload is not None
-        if not (self._dirty or detect):
+        """The bytes to save, or ``None`` when nothing changed."""
+        if self._dirty:
+            return self._dump()
+        loaded = self._loaded_payload
+        if loaded is None or not self._factory.detect_changes:
             return None
+        payload = self._dump()
+        if payload == loaded:
+            return None
+        # Bytes differ, yet the data may not (a set pickles in hash order,
+        # which differs between processes): compare the values themselves.
+        before = self._factory.serializer.loads(loaded)
+        return None if before.get("managed_dict") == self._data else payload
+
+    def _dump(self) -> bytes:
         envelope = {
             **self._extra,
             "managed_dict": self._data,
@@ -251,13 +263,7 @@ class RedisSession:
             "timeout": self._timeout,
         }
         payload: bytes = self._factory.serializer.dumps(envelope)
-        if self._dirty or payload == self._loaded_payload:
-            return payload if self._dirty else None
-        # Bytes differ, yet the data may not (a set pickles in hash order,
-        # which differs between processes): compare the values themselves.
-        assert self._loaded_payload is not None
-        before = self._factory.serializer.loads(self._loaded_payload)
-        return None if before.get("managed_dict") == self._data else payload
+        return payload
 
     def _create(self, payload: bytes) -> str:
         store = self._get_store()
