@@ -17,6 +17,7 @@ from typing import Any
 
 from pyramid.path import DottedNameResolver
 from pyramid.settings import asbool, aslist
+from redis.connection import parse_url
 
 from .exceptions import ConfigurationError
 from .serializers import Serializer, builtin_serializers
@@ -70,6 +71,16 @@ def _optional_text(value: Any) -> str | None:
     if value is None or value == "":
         return None
     return _text(value)
+
+
+def _url(value: Any) -> str | None:
+    url = _optional_text(value)
+    if url is not None:
+        try:
+            parse_url(url)  # type: ignore[no-untyped-call]  # redis-py decides validity
+        except ValueError as e:
+            raise ValueError(f"a redis://, rediss:// or unix:// URL ({e})") from None
+    return url
 
 
 def _text_list(value: Any) -> list[str]:
@@ -220,7 +231,7 @@ OPTIONS: Mapping[str, Callable[[Any], Any]] = {
     "cookie_httponly": _bool,
     "cookie_samesite": _samesite,
     "cookie_on_exception": _bool,
-    "url": _optional_text,
+    "url": _url,
     "host": _nonempty_text,
     "port": _port,
     "db": _db,

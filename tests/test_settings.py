@@ -143,6 +143,8 @@ def test_serialize_and_deserialize_pair() -> None:
         ("id_generator", "pyramid_redis_sessions.settings.PREFIX", "callable"),
         ("client_callable", "no.such.module", "dotted name"),
         ("cookie_name", "", "non-empty"),
+        ("url", "http://example.com", "redis://, rediss:// or unix:// URL"),
+        ("url", "redis://host:port", "redis://, rediss:// or unix:// URL"),
     ],
 )
 def test_bad_value_names_the_setting_and_what_is_allowed(
