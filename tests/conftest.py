@@ -9,11 +9,14 @@ fresh statistics before each test (only when the suite started it).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from uuid import uuid4
 
 import pytest
+import webtest
 
+from tests.app import factory, make_app
 from tests.servers import (
     BaseServer,
     ExternalServer,
@@ -97,3 +100,17 @@ def prefix(request: pytest.FixtureRequest) -> Iterator[str]:
 def round_trips() -> RoundTripCounter:
     """A fresh ``RoundTripCounter``."""
     return RoundTripCounter()
+
+
+@pytest.fixture
+def app(
+    server: BaseServer, prefix: str, round_trips: RoundTripCounter
+) -> Callable[..., webtest.TestApp]:
+    """``app(**options)``: the test app of ``tests.app`` on this test's server
+    and prefix, its round trips counted by ``round_trips``."""
+
+    def make(**options: Any) -> webtest.TestApp:
+        pool = round_trips.pool(server.url)
+        return make_app(factory(pool, prefix, **options))
+
+    return make

@@ -20,14 +20,6 @@ from tests.servers import BaseServer, RoundTripCounter
 App = Callable[..., webtest.TestApp]
 
 
-@pytest.fixture
-def app(server: BaseServer, prefix: str, round_trips: RoundTripCounter) -> App:
-    def make(**options: Any) -> webtest.TestApp:
-        return make_app(factory(round_trips.pool(server.url), prefix, **options))
-
-    return make
-
-
 def valid_cookie(testapp: webtest.TestApp) -> str:
     value: str = testapp.get("/do?op=set:a:1").headers["Set-Cookie"]
     return value.split(";")[0].split("=", 1)[1]

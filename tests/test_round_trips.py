@@ -12,24 +12,14 @@ import pickle
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any
 
-import pytest
 import webtest
 
 from pyramid_redis_sessions.values import ValueCodec
-from tests.app import SECRET, factory, make_app, results
+from tests.app import SECRET, results
 from tests.servers import BaseServer, RoundTripCounter
 
 App = Callable[..., webtest.TestApp]
-
-
-@pytest.fixture
-def app(server: BaseServer, prefix: str, round_trips: RoundTripCounter) -> App:
-    def make(**options: Any) -> webtest.TestApp:
-        return make_app(factory(round_trips.pool(server.url), prefix, **options))
-
-    return make
 
 
 def keys(server: BaseServer, prefix: str) -> list[bytes]:

@@ -23,14 +23,6 @@ App = Callable[..., webtest.TestApp]
 
 
 @pytest.fixture
-def app(server: BaseServer, prefix: str) -> App:
-    def make(**options: Any) -> webtest.TestApp:
-        return make_app(factory(server.url, prefix, **options))
-
-    return make
-
-
-@pytest.fixture
 def session(server: BaseServer, prefix: str) -> RedisSession:
     """A session of a request outside any app (its callbacks run by hand)."""
     request = Request.blank("/")
