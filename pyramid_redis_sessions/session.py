@@ -116,10 +116,8 @@ class RedisSession:
         self._timeout = self._factory.timeout
         self._id: str | None = None  # the id to save under; made when needed
         self._stored_id: str | None = None  # the id whose key holds us now
-        self._loaded_payload: bytes | None = None
-        self._new = True
+        self._loaded_payload: bytes | None = None  # None: not from Redis
         self._dirty = False
-        self._ttl_stale = False
 
     # -- loading ---------------------------------------------------------
 
@@ -171,8 +169,6 @@ class RedisSession:
         self._timeout = timeout
         self._id = self._stored_id = session_id
         self._loaded_payload = payload
-        self._new = False
-        self._ttl_stale = self._ttl() != f.timeout
         self._dirty = not current  # reseal what a fallback secret sealed
 
     def _reject(self, session_id: str, reason: str) -> None:
@@ -236,7 +232,8 @@ class RedisSession:
             return None
         if self._doomed:
             self._get_store().delete(*self._doomed)
-        elif self._ttl_stale and self._stored_id is not None:
+        elif self._stored_id is not None and self._ttl() != self._factory.timeout:
+            # The load slid the TTL to the default; this session's differs.
             self._get_store().touch(self._stored_id, self._ttl())
         return self._stored_id
 
@@ -302,7 +299,7 @@ class RedisSession:
     def new(self) -> bool:
         """True when the session was created by this request."""
         self._load()
-        return self._new
+        return self._loaded_payload is None
 
     @property
     def timeout(self) -> int | None:
