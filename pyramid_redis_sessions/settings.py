@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyramid.path import DottedNameResolver
-from pyramid.settings import asbool, aslist
+from pyramid.settings import asbool, aslist, falsey, truthy
 from redis.connection import parse_url
 
 from .exceptions import ConfigurationError
@@ -28,22 +28,6 @@ __all__ = ["OPTIONS", "PREFIX", "coerce_option", "options_from_settings"]
 PREFIX = "redis.sessions."
 
 _NONE_WORDS = frozenset({"", "none", "null"})
-_BOOL_WORDS = frozenset(
-    [
-        "true",
-        "yes",
-        "on",
-        "y",
-        "t",
-        "1",
-        "false",
-        "no",
-        "off",
-        "n",
-        "f",
-        "0",
-    ]
-)
 
 
 def _is_none(value: Any) -> bool:
@@ -95,7 +79,7 @@ def _text_list(value: Any) -> list[str]:
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+    if isinstance(value, str) and value.strip().lower() in truthy | falsey:
         return bool(asbool(value))
     raise ValueError("true or false")
 
