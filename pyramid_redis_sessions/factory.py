@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -35,41 +36,27 @@ def generate_session_id() -> str:
 
 
 @implementer(ISessionFactory)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class SessionFactory:
     """What :func:`RedisSessionFactory` returns: called with a request, it
     returns that request's :class:`~pyramid_redis_sessions.RedisSession`.
 
-    Its attributes are the checked options; they are read, not changed.
+    Its attributes are the checked options.
     """
 
-    def __init__(
-        self,
-        *,
-        values: ValueCodec,
-        cookie: CookieCodec,
-        serializer: Serializer,
-        timeout: int | None,
-        absolute_timeout: int | None,
-        cookie_on_exception: bool,
-        detect_changes: bool,
-        id_generator: Callable[[], str],
-        prefix: str,
-        store: RedisStore | None,
-        client_callable: Callable[..., redis.Redis] | None,
-        redis_options: dict[str, Any],
-    ) -> None:
-        self.values = values
-        self.cookie = cookie
-        self.serializer = serializer
-        self.timeout = timeout
-        self.absolute_timeout = absolute_timeout
-        self.cookie_on_exception = cookie_on_exception
-        self.detect_changes = detect_changes
-        self.id_generator = id_generator
-        self.prefix = prefix
-        self.store = store
-        self.client_callable = client_callable
-        self.redis_options = redis_options
+    values: ValueCodec
+    cookie: CookieCodec
+    serializer: Serializer
+    timeout: int | None
+    absolute_timeout: int | None
+    cookie_on_exception: bool
+    detect_changes: bool
+    id_generator: Callable[[], str]
+    prefix: str
+    #: The shared store, or ``None`` when ``client_callable`` gives clients.
+    store: RedisStore | None
+    client_callable: Callable[..., redis.Redis] | None
+    redis_options: dict[str, Any]
 
     def __call__(self, request: Request) -> RedisSession:
         return RedisSession(request, self)
