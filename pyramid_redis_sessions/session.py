@@ -196,7 +196,9 @@ class RedisSession:
 
     def _finish(self, request: Request, response: Response) -> None:
         """Response callback: save at most once, then set or clear the cookie."""
-        if request.exception is not None and not self._factory.cookie_on_exception:
+        # getattr: pyramid.testing.DummyRequest has no ``exception``.
+        failed = getattr(request, "exception", None) is not None
+        if failed and not self._factory.cookie_on_exception:
             return
         vary = response.vary or ()
         if "Cookie" not in vary:

@@ -414,10 +414,15 @@ def test_client_callable_is_called_once_when_needed(
     assert results(testapp.get("/do?op=get:a")) == ["1"]
 
 
-def test_session_factory_is_used_by_dummy_requests(
+def test_session_works_with_pyramids_dummy_request(
     server: BaseServer, prefix: str
 ) -> None:
-    f = factory(server.url, prefix)
-    session = f(DummyRequest())
+    """Applications' unit tests use ``pyramid.testing.DummyRequest``."""
+    request = DummyRequest()
+    session = factory(server.url, prefix)(request)
     session["a"] = 1
-    assert isinstance(session, RedisSession)
+    response = Response()
+    for callback in request.response_callbacks:
+        callback(request, response)
+    assert server.client().exists(prefix + session.session_id)
+    assert "session=" in response.headers["Set-Cookie"]
