@@ -36,6 +36,13 @@ def finish(session: RedisSession) -> Response:
     return response
 
 
+def ttl(server: BaseServer, prefix: str) -> int:
+    """The TTL of the test's one session key (-1: none)."""
+    (key,) = server.client().keys(prefix + "*")
+    seconds: int = server.client().ttl(key)
+    return seconds
+
+
 def test_session_provides_isession(session: RedisSession) -> None:
     assert verifyObject(ISession, session)
 
@@ -191,8 +198,7 @@ def test_session_expires_after_timeout(
 ) -> None:
     testapp = app(timeout=1)
     testapp.get("/do?op=set:a:1")
-    (key,) = server.client().keys(prefix + "*")
-    assert server.client().ttl(key) == 1
+    assert ttl(server, prefix) == 1
     time.sleep(1.2)
     assert results(testapp.get("/do?op=get:a&op=new")) == [None, True]
 
@@ -203,19 +209,17 @@ def test_timeout_none_means_no_expiry(
 ) -> None:
     testapp = app(timeout=timeout)
     testapp.get("/do?op=set:a:1")
-    (key,) = server.client().keys(prefix + "*")
-    assert server.client().ttl(key) == -1
+    assert ttl(server, prefix) == -1
     assert results(testapp.get("/do?op=get:a&op=timeout")) == ["1", None]
-    assert server.client().ttl(key) == -1
+    assert ttl(server, prefix) == -1
 
 
 def test_adjust_timeout_for_session(app: App, server: BaseServer, prefix: str) -> None:
     testapp = app()
     testapp.get("/do?op=set:a:1&op=adjust:90")
-    (key,) = server.client().keys(prefix + "*")
-    assert 80 < server.client().ttl(key) <= 90
+    assert 80 < ttl(server, prefix) <= 90
     testapp.get("/do?op=set:a:2")
-    assert 80 < server.client().ttl(key) <= 90
+    assert 80 < ttl(server, prefix) <= 90
 
 
 def test_adjust_timeout_rejects_nonsense(session: RedisSession) -> None:
@@ -230,10 +234,9 @@ def test_absolute_timeout_ends_an_active_session(
 ) -> None:
     testapp = app(absolute_timeout=2)
     testapp.get("/do?op=set:a:1")
-    (key,) = server.client().keys(prefix + "*")
-    assert 0 < server.client().ttl(key) <= 2
+    assert 0 < ttl(server, prefix) <= 2
     testapp.get("/do?op=get:a")
-    assert 0 < server.client().ttl(key) <= 2  # TTL never outlives the deadline
+    assert 0 < ttl(server, prefix) <= 2  # TTL never outlives the deadline
     time.sleep(1.1)
     assert results(testapp.get("/do?op=get:a")) == ["1"]
     time.sleep(1.1)
