@@ -12,9 +12,8 @@ from typing import Any
 
 from pyramid.config import Configurator
 
-from .factory import RedisSessionFactory, SessionFactory
+from .factory import RedisSessionFactory, SessionFactory, factory_from_settings
 from .session import RedisSession
-from .settings import options_from_settings
 
 __all__ = [
     "RedisSession",
@@ -31,7 +30,7 @@ def session_factory_from_settings(settings: Mapping[str, Any]) -> SessionFactory
     Raises :class:`~pyramid_redis_sessions.exceptions.ConfigurationError`
     naming any setting that is unknown or has a bad value.
     """
-    return RedisSessionFactory(**options_from_settings(settings))
+    return factory_from_settings(settings)
 
 
 def includeme(config: Configurator) -> None:

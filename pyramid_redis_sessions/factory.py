@@ -1,29 +1,37 @@
-"""The session factory: options checked once, one Redis client per factory."""
+"""The session factory: options checked once, one Redis client per factory.
+
+Both ways in, :func:`RedisSessionFactory`'s keyword arguments and the
+``redis.sessions.*`` settings (:func:`factory_from_settings`), go through
+:func:`_build`, which coerces each option once and builds the objects every
+request then shares.
+"""
 
 from __future__ import annotations
 
+import inspect
 import secrets
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
-from pyramid.interfaces import ISessionFactory
-from pyramid.request import Request
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from zope.interface import implementer
 
 from .cookies import CookieCodec, CookieSettings
 from .exceptions import ConfigurationError
 from .serializers import FunctionSerializer, PickleSerializer, Serializer
-from .session import RedisSession
-from .settings import coerce_option
+from .session import SessionFactory
+from .settings import DEPRECATED, PREFIX, coerce_option, settings_options
 from .store import RedisStore
-from .values import ValueCodec
+from .values import FieldCodec
 
-__all__ = ["RedisSessionFactory", "SessionFactory", "generate_session_id"]
+__all__ = [
+    "RedisSessionFactory",
+    "SessionFactory",
+    "factory_from_settings",
+    "generate_session_id",
+]
 
 #: Bounded defaults: a hung Redis fails the request in seconds, not never.
 DEFAULT_SOCKET_TIMEOUT = 3.0
@@ -33,41 +41,6 @@ DEFAULT_SOCKET_CONNECT_TIMEOUT = 3.0
 def generate_session_id() -> str:
     """256 random bits from :mod:`secrets`, URL-safe (43 characters)."""
     return secrets.token_urlsafe(32)
-
-
-@implementer(ISessionFactory)
-@dataclass(frozen=True, kw_only=True, eq=False)
-class SessionFactory:
-    """What :func:`RedisSessionFactory` returns: called with a request, it
-    returns that request's :class:`~pyramid_redis_sessions.RedisSession`.
-
-    Its attributes are the checked options.
-    """
-
-    values: ValueCodec
-    cookie: CookieCodec
-    serializer: Serializer
-    timeout: int | None
-    absolute_timeout: int | None
-    cookie_on_exception: bool
-    detect_changes: bool
-    id_generator: Callable[[], str]
-    prefix: str
-    #: The shared store, or ``None`` when ``client_callable`` gives clients.
-    store: RedisStore | None
-    client_callable: Callable[..., redis.Redis] | None
-    redis_options: dict[str, Any]
-
-    def __call__(self, request: Request) -> RedisSession:
-        return RedisSession(request, self)
-
-    def store_for(self, request: Request) -> RedisStore:
-        """The store a request uses; ``client_callable`` is asked here."""
-        if self.store is not None:
-            return self.store
-        assert self.client_callable is not None
-        client = self.client_callable(request, **self.redis_options)
-        return RedisStore(client, self.prefix)
 
 
 def RedisSessionFactory(
@@ -201,24 +174,41 @@ def RedisSessionFactory(
     ``charset``, ``errors``, ``encoding``, ``encoding_errors``
       Deprecated; accepted with a :class:`DeprecationWarning` and ignored.
     """
-    given = dict(locals())
-    opts: dict[str, Any] = {
-        name: coerce_option(name, value, f"argument {name!r}")
-        for name, value in given.items()
-        if not (name in _DEPRECATED and value is None)
-    }
+    return _build(locals(), lambda name: f"argument {name!r}")
+
+
+def factory_from_settings(settings: Mapping[str, Any]) -> SessionFactory:
+    """The factory for the ``redis.sessions.*`` entries of ``settings``."""
+    given = {**_DEFAULTS, **settings_options(settings)}
+    return _build(given, lambda name: f"setting {PREFIX + name!r}")
+
+
+def _build(given: Mapping[str, Any], label: Callable[[str], str]) -> SessionFactory:
+    """Coerce every option once (``label`` names it in errors) and build the
+    factory. Called directly by the two public entry points, so that
+    ``stacklevel=3`` names the application's line in warnings."""
+    opts: dict[str, Any] = {}
+    for name, value in given.items():
+        if name in DEPRECATED:
+            if value is not None:
+                warnings.warn(
+                    f"{label(name)}: {DEPRECATED[name]}", DeprecationWarning, 3
+                )
+            continue
+        opts[name] = coerce_option(name, value, label(name))
     if opts["cookie_samesite"] == "None" and not opts["cookie_secure"]:
         warnings.warn(
             "cookie_samesite='None' without cookie_secure: browsers reject "
             "such cookies",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     serializer_ = opts["serializer"]
     if serializer_ is None:
         if (opts["serialize"] is None) != (opts["deserialize"] is None):
             raise ConfigurationError(
-                "arguments 'serialize' and 'deserialize' go together: give both"
+                f"{label('serialize')} and {label('deserialize')} go together: "
+                "give both"
             )
         if opts["serialize"] is not None:
             serializer_ = FunctionSerializer(opts["serialize"], opts["deserialize"])
@@ -229,7 +219,7 @@ def RedisSessionFactory(
     if opts["client_callable"] is None:
         store = RedisStore(make_client(**redis_options), opts["prefix"])
     return SessionFactory(
-        values=ValueCodec(opts["secret"], opts["secret_fallbacks"]),
+        codec=FieldCodec(opts["secret"], opts["secret_fallbacks"]),
         cookie=CookieCodec(
             opts["secret"],
             opts["secret_fallbacks"],
@@ -256,7 +246,6 @@ def RedisSessionFactory(
     )
 
 
-_DEPRECATED = frozenset({"charset", "errors", "encoding", "encoding_errors"})
 #: What ``client_callable`` receives as keywords, as in 1.x.
 _REDIS_OPTIONS = [
     "url",
@@ -293,3 +282,11 @@ def make_client(
     if url is not None:
         return redis.Redis.from_url(url, retry=no_retry, **timeouts)
     return redis.Redis(retry=no_retry, **timeouts, **options)
+
+
+#: The defaults of every option, read off the signature: one source.
+_DEFAULTS: dict[str, Any] = {
+    name: p.default
+    for name, p in inspect.signature(RedisSessionFactory).parameters.items()
+    if p.default is not inspect.Parameter.empty
+}

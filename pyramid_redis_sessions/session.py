@@ -1,14 +1,18 @@
-"""The session object: a dict that loads lazily and saves once per request.
+"""The session object: a dict that loads lazily and saves a delta once.
 
 A request reads top to bottom:
 
 1. :class:`RedisSession` is made when the view first uses
    ``request.session``: the cookie is read and checked, Redis is not.
-2. The first read or write loads the session (one ``GETEX``), or starts a
-   new one when there is no valid cookie or no live key behind it.
-3. Dict work happens in memory; writes mark the session dirty.
-4. A response callback, registered once, saves at most once and sets or
-   clears the cookie (:meth:`RedisSession._finish`).
+2. The first read or write loads the session (one script call: every field
+   of its hash, and its expiry slid), or starts a new one when there is no
+   valid cookie or no live key behind it. Every field's MAC is checked
+   there; values are deserialized only when first read.
+3. Dict work happens in memory.
+4. A response callback, registered once, saves at most once: only the
+   fields this request set, changed in place or deleted, applied by one
+   script that refuses a session which ended meanwhile
+   (:meth:`RedisSession._finish`). Then it sets or clears the cookie.
 """
 
 from __future__ import annotations
@@ -18,34 +22,97 @@ import hashlib
 import logging
 import math
 import secrets
+import threading
 import time
 from collections.abc import Callable, ItemsView, Iterator, KeysView, ValuesView
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from pyramid.interfaces import ISession
+import redis
+from pyramid.interfaces import ISession, ISessionFactory
 from pyramid.request import Request
 from pyramid.response import Response
 from zope.interface import implementer
 
+from .cookies import CookieCodec
 from .exceptions import SessionStoreError
-from .values import BadValue
+from .serializers import Serializer
+from .store import RedisStore
+from .values import (
+    CREATED,
+    FLASH,
+    RESERVED,
+    TIMEOUT,
+    BadValue,
+    FieldCodec,
+    SessionSeal,
+    field_name,
+    key_name,
+)
 
-if TYPE_CHECKING:
-    from .factory import SessionFactory
-    from .store import RedisStore
-
-__all__ = ["RedisSession"]
+__all__ = ["RedisSession", "SessionFactory"]
 
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# 1.x's (and Pyramid's) names inside the session dict, kept so that sessions
-# written by 1.x keep their flash queues and CSRF token.
-_FLASH_PREFIX = "_f_"
+# Pyramid's (and 1.x's) name of the CSRF token inside the session.
 _CSRF_KEY = "_csrft_"
 _CREATE_TRIES = 3
+#: Values that cannot change in place, so reading them never needs a
+#: serialization at the end of the request to see whether they changed.
+_IMMUTABLE = frozenset({str, int, float, bool, bytes, complex, type(None)})
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: In ``_data``: a field loaded from Redis, not deserialized yet.
+_PENDING: Any = _Marker("<not deserialized>")
+_MISSING: Any = _Marker("<missing>")
+#: ``_save``'s answer when the session ended while this request ran.
+_ENDED: Any = _Marker("<ended meanwhile>")
+
+
+@implementer(ISessionFactory)
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SessionFactory:
+    """What :func:`~pyramid_redis_sessions.RedisSessionFactory` returns:
+    called with a request, it returns that request's :class:`RedisSession`.
+
+    Its attributes are the checked options, built once.
+    """
+
+    codec: FieldCodec
+    cookie: CookieCodec
+    serializer: Serializer
+    timeout: int | None
+    absolute_timeout: int | None
+    cookie_on_exception: bool
+    detect_changes: bool
+    id_generator: Callable[[], str]
+    prefix: str
+    #: The shared store, or ``None`` when ``client_callable`` gives clients.
+    store: RedisStore | None
+    client_callable: Callable[..., redis.Redis] | None
+    redis_options: dict[str, Any]
+
+    def __call__(self, request: Request) -> RedisSession:
+        return RedisSession(request, self)
+
+    def store_for(self, request: Request) -> RedisStore:
+        """The store a request uses; ``client_callable`` is asked here."""
+        if self.store is not None:
+            return self.store
+        assert self.client_callable is not None
+        client = self.client_callable(request, **self.redis_options)
+        return RedisStore(client, self.prefix)
 
 
 def _reads(
@@ -71,23 +138,45 @@ def _writes(
     return wrapper
 
 
-def _envelope_parts(envelope: Any) -> tuple[dict[str, Any], float, int | None]:
-    """Check the shape of a loaded 1.x envelope; ``ValueError`` if wrong."""
-    if not isinstance(envelope, dict):
-        raise ValueError("envelope is not a dict")
-    data, created, timeout = (
-        envelope.get("managed_dict"),
-        envelope.get("created"),
-        envelope.get("timeout"),
+def _check_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"session keys must be str, not {type(key).__name__}")
+    return key
+
+
+_order_lock = threading.Lock()
+_last_order = 0
+
+
+def _flash_field(queue: str) -> bytes:
+    """A new flash message's field: ordered by time, unique across servers."""
+    global _last_order
+    with _order_lock:
+        _last_order = max(time.time_ns(), _last_order + 1)
+        order = _last_order
+    return b"%s%020d%s:%s" % (
+        FLASH,
+        order,
+        secrets.token_hex(4).encode(),
+        field_name(queue),
     )
-    if (
-        not isinstance(data, dict)
-        or not isinstance(created, (int, float))
-        or isinstance(created, bool)
-        or not (timeout is None or (isinstance(timeout, int) and timeout > 0))
-    ):
-        raise ValueError("envelope lacks managed_dict, created or timeout")
-    return data, float(created), timeout
+
+
+_FLASH_ORDER_SIZE = 28  # 20 digits of nanoseconds and 8 random hex digits
+
+
+def _flash_queue(field: bytes) -> str:
+    rest = field[len(FLASH) :]
+    if rest[_FLASH_ORDER_SIZE : _FLASH_ORDER_SIZE + 1] != b":":
+        raise BadValue("a flash field is malformed")
+    return key_name(rest[_FLASH_ORDER_SIZE + 1 :])
+
+
+def _number(payload: bytes) -> float:
+    try:
+        return float(payload)
+    except ValueError:
+        raise BadValue("a reserved field is not a number") from None
 
 
 @implementer(ISession)
@@ -95,7 +184,9 @@ class RedisSession:
     """``request.session``: a dict kept in Redis.
 
     Made by the factory that :func:`~pyramid_redis_sessions.RedisSessionFactory`
-    returns; applications do not make sessions themselves.
+    returns; applications do not make sessions themselves. Keys are ``str``
+    (assigning another type raises :class:`TypeError`); values are whatever
+    the serializer accepts.
     """
 
     def __init__(self, request: Request, factory: SessionFactory) -> None:
@@ -110,13 +201,29 @@ class RedisSession:
 
     def _start(self) -> None:
         """Become a new, empty session that is not stored anywhere yet."""
+        #: Session keys to values, or to ``_PENDING`` until first read.
         self._data: dict[str, Any] = {}
-        self._extra: dict[str, Any] = {}  # envelope fields of other writers
+        #: Payloads of the fields as loaded, by session key.
+        self._loaded_payloads: dict[str, bytes] = {}
+        #: Keys this request assigned or deleted: always part of the delta.
+        self._touched: set[str] = set()
+        self._changed_all = False
+        #: Loaded flash fields to payloads; decoded into ``_flash`` when
+        #: flash is first used.
+        self._flash_payloads: dict[bytes, bytes] = {}
+        self._flash: dict[str, dict[bytes, Any]] | None = None
+        self._flash_added: dict[bytes, Any] = {}
+        self._flash_removed: set[bytes] = set()
+        #: Fields that only a fallback secret verified: sealed anew on save.
+        self._reseal: set[bytes] = set()
         self._created = time.time()
         self._timeout = self._factory.timeout
+        self._own_timeout = False  # stored in the session's TIMEOUT field
+        self._timeout_changed = False
         self._id: str | None = None  # the id to save under; made when needed
         self._stored_id: str | None = None  # the id whose key holds us now
-        self._loaded_payload: bytes | None = None  # None: not from Redis
+        self._source_id: str | None = None  # the id it was loaded from
+        self._from_redis = False
         self._dirty = False
 
     # -- loading ---------------------------------------------------------
@@ -142,34 +249,51 @@ class RedisSession:
     def _load_stored(self, session_id: str) -> None:
         f = self._factory
         try:
-            value = self._get_store().load(session_id, f.timeout)
-            if value is None:
-                return  # expired or invalidated: the id is not reused
-            payload, current = f.values.open(session_id, value)
+            flat = self._get_store().load(
+                session_id, f.timeout, f.absolute_timeout, time.time()
+            )
+            if flat:
+                self._adopt(session_id, flat)
         except BadValue as e:
             self._reject(session_id, str(e))
-            return
-        try:
-            envelope = f.serializer.loads(payload)
-            data, created, timeout = _envelope_parts(envelope)
-        except Exception as e:  # a serializer may raise anything on bad bytes
-            self._reject(session_id, f"{type(e).__name__} while deserializing")
-            return
-        absolute = f.absolute_timeout
-        if absolute is not None and created + absolute <= time.time():
-            self._doomed.append(session_id)
-            return
+
+    def _adopt(self, session_id: str, flat: list[bytes]) -> None:
+        """Check every field's MAC and take the session; BadValue if any
+        field does not verify. Nothing is deserialized here."""
+        seal = self._factory.codec.for_session(session_id)
+        data: dict[str, Any] = {}
+        payloads: dict[str, bytes] = {}
+        flash: dict[bytes, bytes] = {}
+        reseal: set[bytes] = set()
+        created = timeout = None
+        pairs = iter(flat)
+        for field, value in zip(pairs, pairs, strict=True):
+            payload, current = seal.open(field, value)
+            if not current:
+                reseal.add(field)
+            if field[:1] != RESERVED:
+                key = key_name(field)
+                data[key] = _PENDING
+                payloads[key] = payload
+            elif field.startswith(FLASH):
+                flash[field] = payload
+            elif field == CREATED:
+                created = _number(payload)
+            elif field == TIMEOUT:
+                timeout = int(_number(payload))
+            # Other reserved names are a later format's: verified, kept.
+        if created is None:
+            raise BadValue("the session has no creation time")
         self._data = data
-        self._extra = {
-            k: v
-            for k, v in envelope.items()
-            if k not in ("managed_dict", "created", "timeout")
-        }
+        self._loaded_payloads = payloads
+        self._flash_payloads = flash
+        self._reseal = reseal
         self._created = created
-        self._timeout = timeout
-        self._id = self._stored_id = session_id
-        self._loaded_payload = payload
-        self._dirty = not current  # reseal what a fallback secret sealed
+        if timeout is not None:
+            self._timeout = timeout or None
+            self._own_timeout = True
+        self._id = self._stored_id = self._source_id = session_id
+        self._from_redis = True
 
     def _reject(self, session_id: str, reason: str) -> None:
         log.warning(
@@ -177,12 +301,40 @@ class RedisSession:
             self._describe(session_id),
             reason,
         )
-        self._doomed.append(session_id)
+        if session_id not in self._doomed:
+            self._doomed.append(session_id)
 
     def _describe(self, session_id: str) -> str:
         """Name a key in logs without its id, which is a bearer secret."""
         digest = hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:12]
         return f"{self._factory.prefix}<sha256:{digest}>"
+
+    def _decode(self, key: str) -> Any:
+        """The value of a loaded key, deserialized now. A value that will not
+        deserialize ends the session as a bad stored value does: the
+        session starts afresh and ``_MISSING`` is returned."""
+        try:
+            value = self._factory.serializer.loads(self._loaded_payloads[key])
+        except Exception as e:  # a serializer may raise anything on bad bytes
+            self._fail_decoding(e)
+            return _MISSING
+        self._data[key] = value
+        return value
+
+    def _fail_decoding(self, error: Exception) -> None:
+        source = self._source_id
+        assert source is not None  # only loaded fields are deserialized
+        self._reject(source, f"{type(error).__name__} while deserializing")
+        self._start()
+
+    def _value(self, key: str) -> Any:
+        value = self._data.get(key, _MISSING)
+        return self._decode(key) if value is _PENDING else value
+
+    def _decode_all(self) -> None:
+        for key, value in list(self._data.items()):
+            if value is _PENDING and self._decode(key) is _MISSING:
+                return
 
     def _ttl(self) -> int | None:
         ttl = self._timeout
@@ -205,6 +357,10 @@ class RedisSession:
             response.vary = (*vary, "Cookie")
         live_id = self._save()
         codec, cookie = self._factory.cookie, self._cookie
+        if live_id is _ENDED:
+            # Another request ended or replaced this session: its cookie,
+            # which may already be the browser's new one, is not ours to touch.
+            return
         if live_id is None:
             if cookie.present:
                 codec.delete(response)
@@ -215,62 +371,120 @@ class RedisSession:
         ):
             codec.set(response, live_id)
 
-    def _save(self) -> str | None:
+    def _save(self) -> Any:
         """Apply this request's changes in one round trip at most.
 
-        Returns the id of the session that lives in Redis afterwards.
+        Returns the id of the session that lives in Redis afterwards,
+        ``None``, or ``_ENDED`` when the session ended while the request ran.
         """
-        payload = self._payload_to_write()
-        if payload is not None:
-            if self._stored_id is None:
-                return self._create(payload)
-            value = self._factory.values.seal(self._stored_id, payload)
-            if self._get_store().save(self._stored_id, value, self._ttl()):
-                return self._stored_id
-            log.info(
-                "session %s ended during the request; its changes are dropped",
-                self._describe(self._stored_id),
-            )
-            return None
+        if self._stored_id is None:
+            if self._dirty:
+                return self._create()
+        else:
+            seal = self._factory.codec.for_session(self._stored_id)
+            fields, deleted = self._delta(seal)
+            if fields or deleted:
+                store = self._get_store()
+                if store.save(self._stored_id, fields, deleted, self._ttl()):
+                    return self._stored_id
+                log.info(
+                    "session %s ended during the request; its changes are dropped",
+                    self._describe(self._stored_id),
+                )
+                return _ENDED
         if self._doomed:
             self._get_store().delete(*self._doomed)
-        elif self._stored_id is not None and self._ttl() != self._factory.timeout:
-            # The load slid the TTL to the default; this session's differs.
-            self._get_store().touch(self._stored_id, self._ttl())
         return self._stored_id
 
-    def _payload_to_write(self) -> bytes | None:
-        """The bytes to save, or ``None`` when nothing changed."""
-        if self._dirty:
-            return self._dump()
-        loaded = self._loaded_payload
-        if loaded is None or not self._factory.detect_changes:
-            return None
-        payload = self._dump()
-        if payload == loaded:
-            return None
-        # Bytes differ, yet the data may not (a set pickles in hash order,
-        # which differs between processes): compare the values themselves.
-        before = self._factory.serializer.loads(loaded)
-        return None if before.get("managed_dict") == self._data else payload
-
-    def _dump(self) -> bytes:
-        envelope = {
-            **self._extra,
-            "managed_dict": self._data,
-            "created": self._created,
-            "timeout": self._timeout,
-        }
-        payload: bytes = self._factory.serializer.dumps(envelope)
+    def _payload(self, key: str) -> bytes:
+        value = self._data[key]
+        if value is _PENDING:
+            return self._loaded_payloads[key]
+        payload: bytes = self._factory.serializer.dumps(value)
         return payload
 
-    def _create(self, payload: bytes) -> str:
+    def _changed_in_place(self, key: str, value: Any) -> bytes | None:
+        """The new payload of a loaded, read value if it changed, else None."""
+        if not (self._changed_all or self._factory.detect_changes):
+            return None
+        if type(value) in _IMMUTABLE:
+            return None
+        loaded = self._loaded_payloads[key]
+        payload: bytes = self._factory.serializer.dumps(value)
+        if payload == loaded:
+            return None
+        # Bytes differ, yet the value may not (a set pickles in hash order,
+        # which differs between processes): compare the values themselves.
+        if self._factory.serializer.loads(loaded) == value:
+            return None
+        return payload
+
+    def _delta(self, seal: SessionSeal) -> tuple[list[bytes], list[bytes]]:
+        """The fields to set (flat: name, value, …) and to delete."""
+        fields: list[bytes] = []
+        deleted: list[bytes] = []
+        written: set[bytes] = set()
+
+        def put(field: bytes, payload: bytes) -> None:
+            fields.extend((field, seal.seal(field, payload)))
+            written.add(field)
+
+        for key, value in self._data.items():
+            if value is _PENDING:
+                continue
+            if key in self._touched or key not in self._loaded_payloads:
+                payload: bytes | None = self._factory.serializer.dumps(value)
+                if payload == self._loaded_payloads.get(key):
+                    payload = None
+            else:
+                payload = self._changed_in_place(key, value)
+            if payload is not None:
+                put(field_name(key), payload)
+        for key in self._touched:
+            if key not in self._data and key in self._loaded_payloads:
+                deleted.append(field_name(key))
+        for field, message in self._flash_added.items():
+            put(field, self._factory.serializer.dumps(message))
+        deleted.extend(self._flash_removed)
+        if self._timeout_changed:
+            put(TIMEOUT, str(self._timeout or 0).encode())
+        for field in self._reseal - written - set(deleted):
+            put(field, self._stored_payload(field))
+        return fields, deleted
+
+    def _stored_payload(self, field: bytes) -> bytes:
+        """The payload of a loaded field that is written again as it was."""
+        if field == CREATED:
+            return repr(self._created).encode()
+        if field == TIMEOUT:
+            return str(self._timeout or 0).encode()
+        if field.startswith(FLASH):
+            return self._flash_payloads[field]
+        return self._payload(key_name(field))
+
+    def _all_fields(self, seal: SessionSeal) -> list[bytes]:
+        """Every field of this session, for a new key (flat)."""
+        fields = [CREATED, seal.seal(CREATED, repr(self._created).encode())]
+        if self._own_timeout:
+            fields += [TIMEOUT, seal.seal(TIMEOUT, str(self._timeout or 0).encode())]
+        for key in self._data:
+            field = field_name(key)
+            fields += [field, seal.seal(field, self._payload(key))]
+        for field, payload in self._flash_payloads.items():
+            if field not in self._flash_removed:
+                fields += [field, seal.seal(field, payload)]
+        for field, message in self._flash_added.items():
+            payload = self._factory.serializer.dumps(message)
+            fields += [field, seal.seal(field, payload)]
+        return fields
+
+    def _create(self) -> str:
         store = self._get_store()
         replacing = tuple(self._doomed)
         for _ in range(_CREATE_TRIES):
             session_id = self.session_id
-            value = self._factory.values.seal(session_id, payload)
-            if store.create(session_id, value, self._ttl(), replacing):
+            fields = self._all_fields(self._factory.codec.for_session(session_id))
+            if store.create(session_id, fields, self._ttl(), replacing):
                 self._stored_id = session_id
                 return session_id
             replacing = ()  # deleted by the first try
@@ -301,7 +515,7 @@ class RedisSession:
     def new(self) -> bool:
         """True when the session was created by this request."""
         self._load()
-        return self._loaded_payload is None
+        return not self._from_redis
 
     @property
     def timeout(self) -> int | None:
@@ -334,7 +548,9 @@ class RedisSession:
 
     @_writes
     def changed(self) -> None:
-        """Mark the session changed, so that it is saved."""
+        """Mark the session changed: values read by this request are saved
+        even when they were changed in place with ``detect_changes`` off."""
+        self._changed_all = True
 
     def adjust_timeout_for_session(self, timeout_seconds: int | None) -> None:
         """Give this session its own timeout (``None`` or 0: no expiry)."""
@@ -346,22 +562,50 @@ class RedisSession:
             raise ValueError("timeout_seconds must be a whole number >= 0 or None")
         self._load()
         self._timeout = timeout_seconds or None
-        self._dirty = True
+        self._own_timeout = self._timeout_changed = self._dirty = True
 
     # -- flash and CSRF --------------------------------------------------
 
+    def _queue(self, queue: str) -> dict[bytes, Any]:
+        """The messages of a flash queue by field, oldest first."""
+        self._load()
+        if self._flash is None:
+            flash: dict[str, dict[bytes, Any]] = {}
+            try:
+                for field in sorted(self._flash_payloads):
+                    message = self._factory.serializer.loads(
+                        self._flash_payloads[field]
+                    )
+                    flash.setdefault(_flash_queue(field), {})[field] = message
+            except Exception as e:  # a serializer may raise anything
+                self._fail_decoding(e)
+                flash = {}
+            self._flash = flash
+        return self._flash.setdefault(queue, {})
+
     def flash(self, msg: Any, queue: str = "", allow_duplicate: bool = True) -> None:
-        storage = self.setdefault(_FLASH_PREFIX + queue, [])
-        if allow_duplicate or msg not in storage:
-            storage.append(msg)
+        """Add a message to a flash queue. Each message is a field of its own,
+        so messages flashed by concurrent requests are all kept."""
+        messages = self._queue(queue)
+        if not allow_duplicate and msg in messages.values():
+            return
+        field = _flash_field(queue)
+        messages[field] = self._flash_added[field] = msg
+        self._dirty = True
 
     def pop_flash(self, queue: str = "") -> list[Any]:
-        messages: list[Any] = self.pop(_FLASH_PREFIX + queue, [])
-        return messages
+        """Remove and return the messages of a flash queue."""
+        messages = self._queue(queue)
+        popped = list(messages.values())
+        for field in messages:
+            if self._flash_added.pop(field, _MISSING) is _MISSING:
+                self._flash_removed.add(field)
+        messages.clear()
+        return popped
 
     def peek_flash(self, queue: str = "") -> list[Any]:
-        messages: list[Any] = self.get(_FLASH_PREFIX + queue, [])
-        return messages
+        """Return the messages of a flash queue, leaving them there."""
+        return list(self._queue(queue).values())
 
     def new_csrf_token(self) -> str:
         token = secrets.token_hex(20)
@@ -378,11 +622,15 @@ class RedisSession:
 
     @_reads
     def __getitem__(self, key: str) -> Any:
-        return self._data[key]
+        value = self._value(key)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
 
     @_reads
     def get(self, key: str, default: Any = None) -> Any:
-        return self._data.get(key, default)
+        value = self._value(key)
+        return default if value is _MISSING else value
 
     @_reads
     def __contains__(self, key: object) -> bool:
@@ -402,20 +650,25 @@ class RedisSession:
 
     @_reads
     def values(self) -> ValuesView[Any]:
+        self._decode_all()
         return self._data.values()
 
     @_reads
     def items(self) -> ItemsView[str, Any]:
+        self._decode_all()
         return self._data.items()
 
     @_reads
     def copy(self) -> dict[str, Any]:
+        self._decode_all()
         return self._data.copy()
 
     @_reads
     def __eq__(self, other: object) -> bool:
+        self._decode_all()
         if isinstance(other, RedisSession):
             other._load()
+            other._decode_all()
             return self._data == other._data
         return self._data == other
 
@@ -428,35 +681,49 @@ class RedisSession:
 
     @_writes
     def __setitem__(self, key: str, value: Any) -> None:
-        self._data[key] = value
+        self._data[_check_key(key)] = value
+        self._touched.add(key)
 
     @_writes
     def __delitem__(self, key: str) -> None:
         del self._data[key]
+        self._touched.add(key)
 
     @_writes
     def setdefault(self, key: str, default: Any = None) -> Any:
-        return self._data.setdefault(key, default)
+        value = self._value(key)
+        if value is _MISSING:
+            self[key] = value = default
+        return value
 
     @_writes
     def update(self, other: Any = (), /, **kwargs: Any) -> None:
-        self._data.update(other, **kwargs)
+        for key, value in dict(other, **kwargs).items():
+            self[key] = value
 
     @_writes
     def clear(self) -> None:
+        """Remove every key; the fields this request saw are deleted."""
+        self._touched.update(self._data)
         self._data.clear()
 
     @_writes
     def popitem(self) -> tuple[str, Any]:
-        return self._data.popitem()
-
-    _MISSING: Any = object()
+        if not self._data:
+            raise KeyError("popitem(): session is empty")
+        key = next(reversed(self._data))
+        value = self._value(key)
+        if value is _MISSING:
+            raise KeyError("popitem(): session is empty")
+        del self[key]
+        return key, value
 
     @_reads
     def pop(self, key: str, default: Any = _MISSING) -> Any:
-        if key in self._data:
-            self._dirty = True
-            return self._data.pop(key)
-        if default is RedisSession._MISSING:
+        value = self._value(key)
+        if value is not _MISSING:
+            del self[key]
+            return value
+        if default is _MISSING:
             raise KeyError(key)
         return default

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,7 +21,7 @@ from redis.connection import parse_url
 from .exceptions import ConfigurationError
 from .serializers import Serializer, builtin_serializers
 
-__all__ = ["OPTIONS", "PREFIX", "coerce_option", "options_from_settings"]
+__all__ = ["DEPRECATED", "OPTIONS", "PREFIX", "coerce_option", "settings_options"]
 
 #: The prefix of this package's settings in an ini file.
 PREFIX = "redis.sessions."
@@ -188,17 +187,18 @@ def _serializer(value: Any) -> Serializer | None:
     return obj
 
 
-def _deprecated(name: str) -> Callable[[Any], Any]:
-    def coerce(value: Any) -> Any:
-        warnings.warn(
-            f"{name} is deprecated and has no effect: session values are "
-            "stored as bytes. Remove it from your settings.",
-            DeprecationWarning,
-            stacklevel=5,
-        )
-        return value
+def _anything(value: Any) -> Any:
+    return value
 
-    return coerce
+
+_NO_EFFECT = "deprecated and ignored: session values are stored as bytes. Remove it."
+#: Options accepted for 1.x's sake, with the warning they give.
+DEPRECATED: Mapping[str, str] = {
+    "charset": _NO_EFFECT,
+    "errors": _NO_EFFECT,
+    "encoding": _NO_EFFECT,
+    "encoding_errors": _NO_EFFECT,
+}
 
 
 #: Every option, with the coercer that checks it.
@@ -232,10 +232,7 @@ OPTIONS: Mapping[str, Callable[[Any], Any]] = {
     "id_generator": _callable,
     "prefix": _text,
     "detect_changes": _bool,
-    "charset": _deprecated("charset"),
-    "errors": _deprecated("errors"),
-    "encoding": _deprecated("encoding"),
-    "encoding_errors": _deprecated("encoding_errors"),
+    **dict.fromkeys(DEPRECATED, _anything),
 }
 
 
@@ -259,17 +256,21 @@ def _unknown(label: str, name: str) -> str:
     return f"{label} is not a known option of pyramid_redis_sessions{hint}"
 
 
-def options_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Coerce the ``redis.sessions.*`` entries of ``settings``.
+def settings_options(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``redis.sessions.*`` entries of ``settings`` by option name, as
+    given (the factory coerces them).
 
-    Raises a ConfigurationError naming the first unknown or bad setting.
+    Raises a ConfigurationError naming the first unknown setting, or a
+    missing secret.
     """
     options: dict[str, Any] = {}
     for key, value in settings.items():
         if not key.startswith(PREFIX):
             continue
         name = key[len(PREFIX) :]
-        options[name] = coerce_option(name, value, f"setting {key!r}")
+        if name not in OPTIONS:
+            raise ConfigurationError(_unknown(f"setting {key!r}", name))
+        options[name] = value
     if "secret" not in options:
         raise ConfigurationError(f"setting {PREFIX + 'secret'!r} is required")
     return options

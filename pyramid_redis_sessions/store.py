@@ -1,37 +1,112 @@
 """The Redis command layer: the only module that talks to Redis.
 
-Each public method of :class:`RedisStore` is exactly one round trip (one
-command, or one pipeline), so the cost of a request can be read off the
-calls the session makes:
+A session is one hash at ``prefix + session_id`` (see
+:mod:`pyramid_redis_sessions.values`). Each public method of
+:class:`RedisStore` is exactly one round trip, and every command or script
+touches one key, so all of it is valid on Redis Cluster:
 
 ========================================  ==================================
-``load(id, ttl)``                         ``GETEX key EX ttl`` (``GET``
-                                          when sessions do not expire)
-``create(id, value, ttl, replacing=…)``   ``SET key value NX EX ttl``, with
-                                          ``DEL`` of replaced keys in the
-                                          same pipeline
-``save(id, value, ttl)``                  ``SET key value XX EX ttl``
-``touch(id, ttl)``                        ``EXPIRE`` (``PERSIST`` for none)
+``load(id, timeout, absolute, now)``      ``EVALSHA load``: ``HGETALL``,
+                                          then the key's expiry set from
+                                          the session's own timeout and
+                                          deadline
+``create(id, fields, ttl, replacing=…)``  ``EVALSHA write``, refusing an
+                                          id that exists, with ``DEL`` of
+                                          replaced keys in the same
+                                          pipeline
+``save(id, fields, deleted, ttl)``        ``EVALSHA write``: the delta and
+                                          the expiry, only if the session
+                                          still exists
 ``delete(*ids)``                          ``DEL``
 ========================================  ==================================
 
-``save`` uses ``XX`` so that a request cannot bring back a session that
-another request invalidated, or that expired, while it ran.
+The scripts run through redis-py's :class:`~redis.commands.core.Script`:
+after a server restart (or ``SCRIPT FLUSH``) the first call also loads the
+script, once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import redis
 import redis.exceptions
+from redis.commands.core import Script
 
 from .exceptions import SessionStoreError, SessionStoreUnavailable
 from .values import BadValue
 
-__all__ = ["RedisStore", "describe_server"]
+__all__ = ["LOAD", "SCRIPTS", "WRITE", "RedisStore", "describe_server"]
+
+# KEYS[1]: the session. ARGV: default timeout ('' for none), absolute
+# timeout ('' for none), the time now. Returns HGETALL's flat list, having
+# slid the expiry; a session past its absolute deadline is deleted.
+# Reserved values are b'\2' + 16-byte tag + ASCII: the number starts at 18.
+# Whatever the script reads here is verified by the application afterwards.
+LOAD = Script(
+    None,  # type: ignore[arg-type]  # a bytes script needs no client's encoder
+    b"""
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return fields end
+local created, own
+for i = 1, #fields, 2 do
+  local name = fields[i]
+  if name == '\\255created' then
+    created = tonumber(string.sub(fields[i + 1], 18))
+  elseif name == '\\255timeout' then
+    own = tonumber(string.sub(fields[i + 1], 18))
+  end
+end
+local ttl = tonumber(ARGV[1])
+if own then ttl = own end
+if ttl == 0 then ttl = nil end
+local absolute = tonumber(ARGV[2])
+if absolute and created then
+  local left = math.ceil(created + absolute - tonumber(ARGV[3]))
+  if left <= 0 then
+    redis.call('DEL', KEYS[1])
+    return {}
+  end
+  if not ttl or left < ttl then ttl = left end
+end
+if ttl then
+  redis.call('EXPIRE', KEYS[1], ttl)
+else
+  redis.call('PERSIST', KEYS[1])
+end
+return fields
+""",
+)
+
+# KEYS[1]: the session. ARGV: 'create' (refuse an existing key) or 'update'
+# (refuse a missing one), the TTL ('' for none), the number N of fields
+# set, N field/value pairs, then the fields to delete. Returns 1 if applied,
+# 0 if refused (and then nothing changed).
+WRITE = Script(
+    None,  # type: ignore[arg-type]
+    b"""
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if exists ~= (ARGV[1] == 'update') then return 0 end
+local last = 3 + 2 * tonumber(ARGV[3])
+for i = 4, last, 400 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 399, last)))
+end
+for i = last + 1, #ARGV, 400 do
+  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 399, #ARGV)))
+end
+if ARGV[2] ~= '' then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+elseif exists then
+  redis.call('PERSIST', KEYS[1])
+end
+return 1
+""",
+)
+
+#: Every script the store runs (tests preload them for exact counts).
+SCRIPTS = (LOAD, WRITE)
 
 
 def describe_server(client: Any) -> str:
@@ -43,8 +118,12 @@ def describe_server(client: Any) -> str:
     return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
 
+def _ttl_arg(ttl: int | None) -> int | str:
+    return "" if ttl is None else ttl
+
+
 class RedisStore:
-    """Session values in Redis under ``prefix + session_id``."""
+    """Session hashes in Redis under ``prefix + session_id``."""
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
@@ -63,59 +142,79 @@ class RedisStore:
                 f"is unavailable: {e}"
             ) from e
         except redis.exceptions.ResponseError as e:
-            if str(e).startswith("WRONGTYPE"):
+            if "WRONGTYPE" in str(e):
                 raise BadValue("the session key holds another Redis type") from e
             raise SessionStoreError(
                 f"session store Redis at {describe_server(self.client)} "
                 f"answered with an error: {e}"
             ) from e
 
-    def load(self, session_id: str, ttl: int | None) -> bytes | None:
-        """Return the stored value (sliding its expiry to ``ttl``) or ``None``."""
-        key = self.key(session_id)
+    def load(
+        self,
+        session_id: str,
+        timeout: int | None,
+        absolute_timeout: int | None,
+        now: float,
+    ) -> list[bytes]:
+        """The session's fields and values, flat (``[]`` if there is none),
+        its expiry slid to its own timeout and deadline."""
+        args = (_ttl_arg(timeout), _ttl_arg(absolute_timeout), repr(now))
         with self._errors():
-            if ttl is None:
-                value = self.client.get(key)
-            else:
-                value = self.client.getex(key, ex=ttl)
-        return value  # type: ignore[return-value]
+            fields: list[bytes] = LOAD([self.key(session_id)], args, self.client)
+        return fields
 
     def create(
         self,
         session_id: str,
-        value: bytes,
+        fields: Sequence[bytes],
         ttl: int | None,
-        replacing: tuple[str, ...] = (),
+        replacing: Sequence[str] = (),
     ) -> bool:
-        """Store a new session; false if ``session_id`` is taken.
+        """Store a new session (``fields`` flat: name, value, …); false if
+        ``session_id`` is taken.
 
         The keys of ``replacing`` (an invalidated or regenerated session) are
-        deleted in the same round trip.
+        deleted in the same round trip, one ``DEL`` each (they may live on
+        other Cluster nodes).
         """
         key = self.key(session_id)
+        args = ("create", _ttl_arg(ttl), len(fields) // 2, *fields)
         with self._errors():
             if not replacing:
-                return bool(self.client.set(key, value, nx=True, ex=ttl))
+                return bool(WRITE([key], args, self.client))
             pipe = self.client.pipeline(transaction=False)
-            pipe.delete(*(self.key(i) for i in replacing))
-            pipe.set(key, value, nx=True, ex=ttl)
-            _, created = pipe.execute()
+            for old in replacing:
+                pipe.delete(self.key(old))
+            # Not WRITE(..., pipe): redis-py then asks SCRIPT EXISTS first,
+            # an extra round trip on every call.
+            pipe.evalsha(WRITE.sha, 1, key, *args)
+            try:
+                created = pipe.execute()[-1]
+            except redis.exceptions.NoScriptError:
+                # The DELs went through; the Script call loads and retries.
+                created = WRITE([key], args, self.client)
             return bool(created)
 
-    def save(self, session_id: str, value: bytes, ttl: int | None) -> bool:
-        """Overwrite an existing session; false if it is gone."""
+    def save(
+        self,
+        session_id: str,
+        fields: Sequence[bytes],
+        deleted: Sequence[bytes],
+        ttl: int | None,
+    ) -> bool:
+        """Apply a delta to an existing session: set ``fields`` (flat), delete
+        ``deleted``, set the expiry. False, and nothing changed, if the
+        session is gone."""
+        args = ("update", _ttl_arg(ttl), len(fields) // 2, *fields, *deleted)
         with self._errors():
-            return bool(self.client.set(self.key(session_id), value, xx=True, ex=ttl))
-
-    def touch(self, session_id: str, ttl: int | None) -> None:
-        """Set the expiry of a session without rewriting it."""
-        key = self.key(session_id)
-        with self._errors():
-            if ttl is None:
-                self.client.persist(key)
-            else:
-                self.client.expire(key, ttl)
+            return bool(WRITE([self.key(session_id)], args, self.client))
 
     def delete(self, *session_ids: str) -> None:
         with self._errors():
-            self.client.delete(*(self.key(i) for i in session_ids))
+            if len(session_ids) == 1:
+                self.client.delete(self.key(session_ids[0]))
+                return
+            pipe = self.client.pipeline(transaction=False)
+            for session_id in session_ids:
+                pipe.delete(self.key(session_id))
+            pipe.execute()

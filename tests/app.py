@@ -32,9 +32,18 @@ def _run(session: Any, op: str) -> Any:
     if name == "del":
         del session[args[0]]
         return None
+    if name == "list":
+        session[args[0]] = []
+        return None
     if name == "append":
         session[args[0]].append(args[1])
         return None
+    if name == "popitem":
+        return list(session.popitem())
+    if name == "clear":
+        return session.clear()
+    if name == "len":
+        return len(session[args[0]])
     if name == "keys":
         return sorted(session)
     if name == "items":

@@ -16,6 +16,7 @@ from uuid import uuid4
 import pytest
 import webtest
 
+from pyramid_redis_sessions.store import SCRIPTS
 from tests.app import factory, make_app
 from tests.servers import (
     BaseServer,
@@ -108,6 +109,10 @@ def app(
 ) -> Callable[..., webtest.TestApp]:
     """``app(**options)``: the test app of ``tests.app`` on this test's server
     and prefix, its round trips counted by ``round_trips``."""
+
+    # Loaded beforehand, so that no test counts redis-py loading a script.
+    for script in SCRIPTS:
+        server.admin().script_load(script.script)
 
     def make(**options: Any) -> webtest.TestApp:
         pool = round_trips.pool(server.url)

@@ -13,9 +13,10 @@ import pytest
 import webtest
 
 from pyramid_redis_sessions import RedisSessionFactory
-from pyramid_redis_sessions.values import ValueCodec
-from tests.app import SECRET, factory, make_app, results
+from pyramid_redis_sessions.values import CREATED
+from tests.app import factory, make_app, results
 from tests.servers import BaseServer, RoundTripCounter
+from tests.stored import fields, seal
 
 App = Callable[..., webtest.TestApp]
 
@@ -59,7 +60,7 @@ def test_bad_cookie_is_a_fresh_session_without_redis(
 
 
 def test_cookie_signed_with_another_secret_is_ignored(
-    app: App, server: BaseServer, prefix: str
+    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
 ) -> None:
     foreign = make_app(
         RedisSessionFactory("another-secret", url=server.url, prefix=prefix)
@@ -68,6 +69,7 @@ def test_cookie_signed_with_another_secret_is_ignored(
     testapp = app()
     res = testapp.get("/do?op=get:a&op=new", headers={"Cookie": f"session={cookie}"})
     assert results(res) == [None, True]
+    assert round_trips.count == 0  # the signature, not Redis, turned it away
 
 
 def test_latin1_cookie_header_that_webob_cannot_decode(
@@ -80,7 +82,7 @@ def test_latin1_cookie_header_that_webob_cannot_decode(
             extra_environ={"HTTP_COOKIE": 'session="\xe9\xff"'},
         )
     assert results(res) == [None, None]
-    assert round_trips.commands == [["SET"]]
+    assert round_trips.commands == [["EVALSHA"]]  # a new session is created
     assert "could not be parsed" in caplog.text
 
 
@@ -95,12 +97,7 @@ class _CreatesFile:
 
 
 def _evil_payload(path: Path) -> bytes:
-    envelope = {
-        "managed_dict": {"x": _CreatesFile(path)},
-        "created": 1.0,
-        "timeout": 1200,
-    }
-    return pickle.dumps(envelope)
+    return pickle.dumps(_CreatesFile(path))
 
 
 def _assert_fresh_and_logged(
@@ -126,11 +123,25 @@ def _assert_fresh_and_logged(
     assert new_id != session_id
 
 
-FORGERS: dict[str, Callable[[str, bytes], bytes]] = {
-    "unsigned": lambda sid, payload: payload,
-    "another secret": lambda sid, payload: ValueCodec("not-it").seal(sid, payload),
-    "another session's id": lambda sid, payload: ValueCodec(SECRET).seal(
-        "some-other-id", payload
+#: Ways to put an attacker's bytes into field ``x`` of a live session
+#: without the app's secret: (session id, payload) -> (field, value).
+FORGERS: dict[str, Callable[[str, bytes], tuple[bytes, bytes]]] = {
+    "unsigned": lambda sid, payload: (b"x", payload),
+    "signed with another secret": lambda sid, payload: (
+        b"x",
+        seal(sid, b"x", payload, secret="not-it"),
+    ),
+    "copied from another session": lambda sid, payload: (
+        b"x",
+        seal("some-other-id", b"x", payload),
+    ),
+    "copied from another field": lambda sid, payload: (
+        b"x",
+        seal(sid, b"y", payload),
+    ),
+    "as a flash message, unsigned": lambda sid, payload: (
+        b"\xffflash:0000000000000000000000000000:",
+        payload,
     ),
 }
 
@@ -147,38 +158,60 @@ def test_pickle_written_without_the_secret_is_never_loaded(
     marker = tmp_path / "pwned"
     testapp = app()
     session_id = results(testapp.get("/do?op=set:a:1&op=id"))[1]
-    value = FORGERS[forger](session_id, _evil_payload(marker))
-    server.client().set(prefix + session_id, value, ex=1200)
+    field, value = FORGERS[forger](session_id, _evil_payload(marker))
+    server.client().hset(prefix + session_id, field, value)
     _assert_fresh_and_logged(testapp, server, prefix, session_id, caplog)
     assert not marker.exists()
 
 
 def test_the_same_pickle_signed_with_the_secret_would_run(
-    server: BaseServer, prefix: str, tmp_path: Path
+    app: App, server: BaseServer, prefix: str, tmp_path: Path
 ) -> None:
     """Control for the test above: the payload is live, the MAC is the wall."""
     marker = tmp_path / "pwned"
-    testapp = make_app(factory(server.url, prefix, detect_changes=False))
+    testapp = app()
     session_id = results(testapp.get("/do?op=set:a:1&op=id"))[1]
-    sealed = ValueCodec(SECRET).seal(session_id, _evil_payload(marker))
-    server.client().set(prefix + session_id, sealed, ex=1200)
-    testapp.get("/do?op=get:a")
+    forged = seal(session_id, b"x", _evil_payload(marker))
+    server.client().hset(prefix + session_id, b"x", forged)
+    with pytest.raises(TypeError):  # the view has no use for the file object
+        testapp.get("/do?op=len:x")
     assert marker.exists()
 
 
-BAD_VALUES: dict[str, Callable[[str], Any]] = {
-    "garbage": lambda sid: b"\x00garbage",
-    "empty": lambda sid: b"",
-    "header only": lambda sid: b"PRS1",
-    "truncated mac": lambda sid: ValueCodec(SECRET).seal(sid, b"x")[:20],
-    "signed, not a pickle": lambda sid: ValueCodec(SECRET).seal(sid, b"not a pickle"),
-    "signed, wrong envelope": lambda sid: ValueCodec(SECRET).seal(
-        sid, pickle.dumps(["not", "a", "dict"])
+def _replace_field(field: bytes, make: Callable[[str], bytes]) -> Any:
+    def change(server: BaseServer, key: str, session_id: str) -> None:
+        server.client().hset(key, field, make(session_id))
+
+    return change
+
+
+def _replace_key(kind: str) -> Any:
+    def change(server: BaseServer, key: str, session_id: str) -> None:
+        client = server.client()
+        client.delete(key)
+        if kind == "list":
+            client.rpush(key, b"a", b"b")
+        else:
+            client.set(key, b"\x80\x05garbage", ex=1200)
+
+    return change
+
+
+#: Ways a stored session can be wrong: (server, key, id) -> None.
+BAD_VALUES: dict[str, Callable[[BaseServer, str, str], None]] = {
+    "garbage field": _replace_field(b"a", lambda sid: b"\x00garbage"),
+    "empty field": _replace_field(b"a", lambda sid: b""),
+    "version only": _replace_field(b"a", lambda sid: b"\x02"),
+    "truncated tag": _replace_field(b"a", lambda sid: seal(sid, b"a", b"x")[:10]),
+    "signed, not a pickle": _replace_field(
+        b"a", lambda sid: seal(sid, b"a", b"not a pickle")
     ),
-    "signed, envelope lacks fields": lambda sid: ValueCodec(SECRET).seal(
-        sid, pickle.dumps({"managed_dict": {}, "created": "yesterday"})
+    "signed, creation time not a number": _replace_field(
+        CREATED, lambda sid: seal(sid, CREATED, b"yesterday")
     ),
-    "list key": lambda sid: [b"a", b"b"],
+    "no creation time": lambda server, key, sid: server.client().hdel(key, CREATED),
+    "a string key (the superseded whole-value format)": _replace_key("string"),
+    "a list key": _replace_key("list"),
 }
 
 
@@ -192,18 +225,8 @@ def test_stored_value_that_will_not_load_is_no_session(
 ) -> None:
     testapp = app()
     session_id = results(testapp.get("/do?op=set:a:1&op=id"))[1]
-    value = BAD_VALUES[kind](session_id)
-    _session_with_value_at(server, prefix + session_id, value)
+    BAD_VALUES[kind](server, prefix + session_id, session_id)
     _assert_fresh_and_logged(testapp, server, prefix, session_id, caplog)
-
-
-def _session_with_value_at(server: BaseServer, key: str, value: Any) -> None:
-    client = server.client()
-    client.delete(key)
-    if isinstance(value, list):
-        client.rpush(key, *value)
-    else:
-        client.set(key, value, ex=1200)
 
 
 def test_value_of_another_serializer_is_no_session(
@@ -214,3 +237,15 @@ def test_value_of_another_serializer_is_no_session(
     as_json = make_app(factory(server.url, prefix, serializer="json"))
     as_json.cookiejar = pickled.cookiejar
     _assert_fresh_and_logged(as_json, server, prefix, session_id, caplog)
+
+
+def test_a_field_that_verifies_is_used_as_is(
+    app: App, server: BaseServer, prefix: str
+) -> None:
+    """Control for the tests above: the app reads fields sealed its way."""
+    testapp = app()
+    session_id = results(testapp.get("/do?op=set:a:1&op=id"))[1]
+    key = prefix + session_id
+    server.client().hset(key, b"b", seal(session_id, b"b", pickle.dumps("2")))
+    assert results(testapp.get("/do?op=get:a&op=get:b")) == ["1", "2"]
+    assert set(fields(server, key)) == {CREATED, b"a", b"b"}

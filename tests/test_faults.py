@@ -56,10 +56,11 @@ def test_unavailable_is_a_redis_connection_error_too(server: BaseServer) -> None
     store = RedisStore(server.client(socket_timeout=0.5), "p:")
     server.kill()
     with pytest.raises(redis.exceptions.ConnectionError):
-        store.load("x", 10)
+        store.load("x", 10, None, time.time())
 
 
 def test_server_error_reply_is_a_store_error(server: BaseServer, prefix: str) -> None:
     store = RedisStore(server.client(), prefix)
+    store.create("x", [b"f", b"v"], 10)
     with pytest.raises(SessionStoreError, match="answered with an error"):
-        store.save("x", b"v", -5)  # EX must be positive: Redis says so
+        store.save("x", [b"f", b"w"], [], "soon")  # type: ignore[arg-type]

@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 import webtest
 
-from pyramid_redis_sessions.values import ValueCodec
-from tests.app import SECRET, results
+from pyramid_redis_sessions.store import LOAD, WRITE
+from tests.app import results
 from tests.servers import BaseServer, RoundTripCounter
+from tests.stored import write_session
 
 App = Callable[..., webtest.TestApp]
 
@@ -52,27 +53,35 @@ def test_read_only_anonymous_request_creates_nothing(
     assert keys(server, prefix) == []
 
 
-def test_new_session_written_is_one_set_nx(
+def script(round_trips: RoundTripCounter, n: int, command: int = 0) -> bytes:
+    """Which of the store's scripts the ``command``-th command of round
+    trip ``n`` ran (EVALSHA's first argument)."""
+    sha = round_trips.requests[n][command][1].decode()
+    return {LOAD.sha: b"load", WRITE.sha: b"write"}[sha]
+
+
+def test_new_session_written_is_one_create(
     app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
 ) -> None:
     testapp = app()
     res = testapp.get("/do?op=set:a:1&op=set:b:2")
-    assert round_trips.commands == [["SET"]]
-    set_args = round_trips.requests[0][0]
-    assert b"NX" in set_args and b"EX" in set_args
+    assert round_trips.commands == [["EVALSHA"]]
+    assert script(round_trips, 0) == b"write"
+    assert round_trips.requests[0][0][4:6] == (b"create", b"1200")
     assert "session=" in res.headers["Set-Cookie"]
     assert len(keys(server, prefix)) == 1
 
 
-def test_existing_session_read_is_one_getex(
+def test_existing_session_read_is_one_load(
     app: App, round_trips: RoundTripCounter
 ) -> None:
     testapp = app()
     start_session(testapp, round_trips)
     res = testapp.get("/do?op=get:a&op=items&op=get:a&op=new")
     assert results(res) == ["1", [["a", "1"]], "1", False]
-    assert round_trips.commands == [["GETEX"]]
-    assert round_trips.requests[0][0][2:] == (b"EX", b"1200")
+    assert round_trips.commands == [["EVALSHA"]]
+    assert script(round_trips, 0) == b"load"
+    assert round_trips.requests[0][0][4:6] == (b"1200", b"")
     assert "Set-Cookie" not in res.headers
 
 
@@ -82,8 +91,9 @@ def test_existing_session_write_is_load_plus_one_save(
     testapp = app()
     start_session(testapp, round_trips)
     res = testapp.get("/do?op=set:b:2&op=set:c:3&op=del:a")
-    assert round_trips.commands == [["GETEX"], ["SET"]]
-    assert b"XX" in round_trips.requests[1][0]
+    assert round_trips.commands == [["EVALSHA"], ["EVALSHA"]]
+    assert script(round_trips, 1) == b"write"
+    assert round_trips.requests[1][0][4] == b"update"
     assert "Set-Cookie" not in res.headers
     round_trips.reset()
     assert results(testapp.get("/do?op=items")) == [[["b", "2"], ["c", "3"]]]
@@ -98,7 +108,7 @@ def test_stale_cookie_is_one_round_trip_and_clears_the_cookie(
     round_trips.reset()
     res = testapp.get("/do?op=get:a&op=new")
     assert results(res) == [None, True]
-    assert round_trips.commands == [["GETEX"]]
+    assert round_trips.commands == [["EVALSHA"]]
     assert "Max-Age=0" in res.headers["Set-Cookie"]
 
 
@@ -110,7 +120,8 @@ def test_stale_cookie_write_starts_a_fresh_id(
     server.client().delete(*keys(server, prefix))
     res = testapp.get("/do?op=set:x:1&op=id")
     assert results(res)[1] != old_id
-    assert round_trips.commands == [["GETEX"], ["SET"]]
+    assert round_trips.commands == [["EVALSHA"], ["EVALSHA"]]
+    assert round_trips.requests[1][0][4] == b"create"
     assert keys(server, prefix) == [(prefix + results(res)[1]).encode()]
 
 
@@ -122,7 +133,7 @@ def test_invalidate_then_write_is_at_most_two(
     res = testapp.get("/do?op=get:a&op=invalidate&op=set:b:2&op=id&op=items")
     new_id = results(res)[3]
     assert round_trips.count <= 2
-    assert round_trips.commands == [["GETEX"], ["DEL", "SET"]]
+    assert round_trips.commands == [["EVALSHA"], ["DEL", "EVALSHA"]]
     assert new_id != old_id
     assert keys(server, prefix) == [(prefix + new_id).encode()]
     assert results(res)[4] == [["b", "2"]]
@@ -149,7 +160,7 @@ def test_regenerate_id_is_at_most_two_and_keeps_data(
     res = testapp.get("/do?op=regenerate&op=id")
     new_id = results(res)[1]
     assert round_trips.count <= 2
-    assert round_trips.commands == [["GETEX"], ["DEL", "SET"]]
+    assert round_trips.commands == [["EVALSHA"], ["DEL", "EVALSHA"]]
     assert new_id != old_id
     assert keys(server, prefix) == [(prefix + new_id).encode()]
     round_trips.reset()
@@ -163,7 +174,7 @@ def test_regenerate_on_a_new_session_is_one_set(
     res = testapp.get("/do?op=set:a:1&op=id&op=regenerate&op=id")
     first, second = results(res)[1], results(res)[3]
     assert first != second
-    assert round_trips.commands == [["SET"]]
+    assert round_trips.commands == [["EVALSHA"]]
     assert results(testapp.get("/do?op=id")) == [second]
 
 
@@ -171,19 +182,15 @@ def test_nested_change_is_saved_without_changed(
     app: App, round_trips: RoundTripCounter
 ) -> None:
     testapp = app()
-    testapp.get("/do?op=set:a:1")
-    testapp.get("/do?op=flash:hello")
+    testapp.get("/do?op=list:cart&op=append:cart:apple")
     round_trips.reset()
-    testapp.get("/do?op=append:_f_:again")
-    assert round_trips.commands == [["GETEX"], ["SET"]]
-    assert results(testapp.get("/do?op=pop_flash")) == [["hello", "again"]]
+    testapp.get("/do?op=append:cart:pear")
+    assert round_trips.commands == [["EVALSHA"], ["EVALSHA"]]
+    assert results(testapp.get("/do?op=get:cart")) == [["apple", "pear"]]
 
 
-def _pickle_in_another_process(envelope_code: str, seed: int) -> bytes:
-    code = (
-        "import pickle, sys; "
-        f"sys.stdout.buffer.write(pickle.dumps({envelope_code}, protocol=5))"
-    )
+def _pickle_in_another_process(code: str, seed: int) -> bytes:
+    code = f"import pickle, sys; sys.stdout.buffer.write(pickle.dumps({code}, 5))"
     env = {**os.environ, "PYTHONHASHSEED": str(seed)}
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, check=True
@@ -198,31 +205,41 @@ def test_unchanged_session_with_a_set_is_not_rewritten(
     session another worker wrote must not count as changed here."""
     testapp = app()
     session_id = start_session(testapp, round_trips)
-    code = (
-        "{'managed_dict': {'tags': {f'm{i}' for i in range(40)}}, "
-        "'created': 1.0, 'timeout': 1200}"
-    )
+    code = "{f'm{i}' for i in range(40)}"
     written = next(
         p
         for p in (_pickle_in_another_process(code, seed) for seed in (1, 2, 3))
         if pickle.dumps(pickle.loads(p), protocol=5) != p
     )
-    value = ValueCodec(SECRET).seal(session_id, written)
-    server.client().set(prefix + session_id, value, ex=1200)
+    write_session(server, prefix, session_id, {b"tags": written})
     round_trips.reset()
-    assert results(testapp.get("/do?op=keys")) == [["tags"]]
-    assert round_trips.commands == [["GETEX"]]
+    assert results(testapp.get("/do?op=len:tags")) == [40]
+    assert round_trips.commands == [["EVALSHA"]]
 
 
-def test_non_default_timeout_costs_one_more_round_trip_when_read(
+def test_non_default_timeout_costs_nothing_more_when_read(
     app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
 ) -> None:
     testapp = app()
     session_id = start_session(testapp, round_trips)
     testapp.get("/do?op=adjust:60")
-    assert round_trips.commands == [["GETEX"], ["SET"]]
+    assert round_trips.commands == [["EVALSHA"], ["EVALSHA"]]
     assert 0 < server.client().ttl(prefix + session_id) <= 60
+    server.client().expire(prefix + session_id, 5)
     round_trips.reset()
     assert results(testapp.get("/do?op=timeout")) == [60]
-    assert round_trips.commands == [["GETEX"], ["EXPIRE"]]
-    assert 0 < server.client().ttl(prefix + session_id) <= 60
+    assert round_trips.commands == [["EVALSHA"]]
+    assert 55 < server.client().ttl(prefix + session_id) <= 60
+
+
+def test_absolute_deadline_costs_nothing_more_when_read(
+    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    testapp = app(absolute_timeout=100)
+    start_session(testapp, round_trips)
+    (key,) = keys(server, prefix)
+    assert 95 < server.client().ttl(key) <= 100
+    assert results(testapp.get("/do?op=get:a")) == ["1"]
+    assert round_trips.commands == [["EVALSHA"]]
+    assert round_trips.requests[0][0][4:6] == (b"1200", b"100")
+    assert 95 < server.client().ttl(key) <= 100

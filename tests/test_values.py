@@ -1,4 +1,4 @@
-"""The stored value format: header, MAC, payload."""
+"""The stored field format: version, tag, payload; what the tag covers."""
 
 from __future__ import annotations
 
@@ -7,45 +7,73 @@ import hmac
 
 import pytest
 
-from pyramid_redis_sessions.values import FORMAT, BadValue, ValueCodec
+from pyramid_redis_sessions.values import (
+    CREATED,
+    FORMAT,
+    BadValue,
+    FieldCodec,
+    field_name,
+    key_name,
+)
 
 
 def test_format_is_the_documented_one() -> None:
-    value = ValueCodec("s3cret").seal("id1", b"payload")
-    key = hmac.new(b"s3cret", b"pyramid_redis_sessions.value", hashlib.sha256).digest()
-    mac = hmac.new(key, b"PRS1id1\0payload", hashlib.sha256).digest()
-    assert value == b"PRS1" + mac + b"payload" and FORMAT == b"PRS1"
+    value = FieldCodec("s3cret").for_session("id1").seal(b"user", b"payload")
+    key = hmac.new(b"s3cret", b"pyramid_redis_sessions.field", hashlib.sha256).digest()
+    message = b"PRS2" + b"\0\0\0\3id1" + b"\0\0\0\4user" + b"payload"
+    tag = hashlib.blake2b(message, key=key, digest_size=16).digest()
+    assert value == b"\x02" + tag + b"payload" and FORMAT == b"PRS2"
 
 
 def test_open_returns_the_payload_and_whether_secret_sealed_it() -> None:
-    codec = ValueCodec("new", ["old"])
-    assert codec.open("id", codec.seal("id", b"p")) == (b"p", True)
-    assert codec.open("id", ValueCodec("old").seal("id", b"p")) == (b"p", False)
+    codec = FieldCodec("new", ["old"]).for_session("id")
+    assert codec.open(b"f", codec.seal(b"f", b"p")) == (b"p", True)
+    old = FieldCodec("old").for_session("id").seal(b"f", b"p")
+    assert codec.open(b"f", old) == (b"p", False)
+
+
+def good() -> bytes:
+    return FieldCodec("s").for_session("id").seal(b"f", b"p")
 
 
 @pytest.mark.parametrize(
     "value",
     [
         b"",
-        b"PRS1",
-        b"PRS1" + b"\0" * 32 + b"p",
+        b"\x02",
+        b"\x02" + b"\0" * 16 + b"p",
         b"\x80\x05pickle",
-        b"PRS2" + ValueCodec("s").seal("id", b"p")[4:],
+        b"\x01" + good()[1:],  # another format version
+        good()[:-1] + b"X",  # tampered payload
+        good()[:5] + b"X" + good()[6:],  # tampered tag
     ],
 )
 def test_anything_not_sealed_by_us_is_refused(value: bytes) -> None:
     with pytest.raises(BadValue):
-        ValueCodec("s").open("id", value)
+        FieldCodec("s").for_session("id").open(b"f", value)
 
 
-def test_value_is_bound_to_its_session_id() -> None:
-    codec = ValueCodec("s")
+def test_value_is_bound_to_its_session_and_field() -> None:
+    value = good()
     with pytest.raises(BadValue):
-        codec.open("other", codec.seal("id", b"p"))
-
-
-def test_tampered_payload_is_refused() -> None:
-    codec = ValueCodec("s")
-    value = codec.seal("id", b"payload")
+        FieldCodec("s").for_session("other").open(b"f", value)
     with pytest.raises(BadValue):
-        codec.open("id", value[:-1] + b"X")
+        FieldCodec("s").for_session("id").open(b"g", value)
+    with pytest.raises(BadValue):
+        FieldCodec("another").for_session("id").open(b"f", value)
+
+
+def test_lengths_keep_session_id_and_field_apart() -> None:
+    """Without length prefixes, id "ab" + field "c" would sign as id "a" +
+    field "bc"."""
+    value = FieldCodec("s").for_session("ab").seal(b"c", b"p")
+    with pytest.raises(BadValue):
+        FieldCodec("s").for_session("a").open(b"bc", value)
+
+
+def test_reserved_fields_cannot_be_session_keys() -> None:
+    every_byte_of_utf8 = {
+        b for k in ("a", "é", "\U0001f600", "\udcff") for b in field_name(k)
+    }
+    assert 0xFF not in every_byte_of_utf8 and CREATED[0] == 0xFF
+    assert key_name(field_name("\udcff")) == "\udcff"
