@@ -7,12 +7,13 @@ Use it with ``config.include('pyramid_redis_sessions')`` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from pyramid.config import Configurator
 
-from .factory import RedisSessionFactory, SessionFactory, factory_from_settings
+from .factory import (
+    RedisSessionFactory,
+    SessionFactory,
+    session_factory_from_settings,
+)
 from .session import RedisSession
 
 __all__ = [
@@ -22,15 +23,6 @@ __all__ = [
     "includeme",
     "session_factory_from_settings",
 ]
-
-
-def session_factory_from_settings(settings: Mapping[str, Any]) -> SessionFactory:
-    """Build a session factory from the ``redis.sessions.*`` settings.
-
-    Raises :class:`~pyramid_redis_sessions.exceptions.ConfigurationError`
-    naming any setting that is unknown or has a bad value.
-    """
-    return factory_from_settings(settings)
 
 
 def includeme(config: Configurator) -> None:

@@ -1,7 +1,7 @@
 """The session factory: options checked once, one Redis client per factory.
 
 Both ways in, :func:`RedisSessionFactory`'s keyword arguments and the
-``redis.sessions.*`` settings (:func:`factory_from_settings`), go through
+``redis.sessions.*`` settings (:func:`session_factory_from_settings`), go through
 :func:`_build`, which coerces each option once and builds the objects every
 request then shares.
 """
@@ -29,8 +29,8 @@ from .values import FieldCodec
 __all__ = [
     "RedisSessionFactory",
     "SessionFactory",
-    "factory_from_settings",
     "generate_session_id",
+    "session_factory_from_settings",
 ]
 
 #: Bounded defaults: a hung Redis fails the request in seconds, not never.
@@ -177,8 +177,12 @@ def RedisSessionFactory(
     return _build(locals(), lambda name: f"argument {name!r}")
 
 
-def factory_from_settings(settings: Mapping[str, Any]) -> SessionFactory:
-    """The factory for the ``redis.sessions.*`` entries of ``settings``."""
+def session_factory_from_settings(settings: Mapping[str, Any]) -> SessionFactory:
+    """Build a session factory from the ``redis.sessions.*`` settings.
+
+    Raises :class:`~pyramid_redis_sessions.exceptions.ConfigurationError`
+    naming any setting that is unknown or has a bad value.
+    """
     given = {**_DEFAULTS, **settings_options(settings)}
     return _build(given, lambda name: f"setting {PREFIX + name!r}")
 

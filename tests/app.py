@@ -38,6 +38,9 @@ def _run(session: Any, op: str) -> Any:
     if name == "append":
         session[args[0]].append(args[1])
         return None
+    if name == "incr":
+        session[args[0]] = session.get(args[0], 0) + 1
+        return session[args[0]]
     if name == "popitem":
         return list(session.popitem())
     if name == "clear":

@@ -243,3 +243,18 @@ def test_absolute_deadline_costs_nothing_more_when_read(
     assert round_trips.commands == [["EVALSHA"]]
     assert round_trips.requests[0][0][4:6] == (b"1200", b"100")
     assert 95 < server.client().ttl(key) <= 100
+
+
+def test_saving_one_small_change_of_a_100_kb_session_sends_under_2_kb(
+    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    testapp = app()
+    session_id = start_session(testapp, round_trips)
+    big = {f"k{i:02d}".encode(): b"x" * 2000 for i in range(50)}  # 100 KB
+    write_session(server, prefix, session_id, big)
+    round_trips.reset()
+    testapp.get("/do?op=incr:n")
+    _load, save = round_trips.requests
+    sent = sum(len(arg) for command in save for arg in command)
+    assert sent < 2000
+    assert server.client().memory_usage(prefix + session_id, samples=0) > 100_000

@@ -3,7 +3,10 @@ start-up, bad ones named in a ConfigurationError."""
 
 from __future__ import annotations
 
+import inspect
+import re
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +22,7 @@ from pyramid_redis_sessions import (
 )
 from pyramid_redis_sessions.exceptions import ConfigurationError, RedisSessionsError
 from pyramid_redis_sessions.serializers import JSONSerializer, PickleSerializer
+from pyramid_redis_sessions.settings import OPTIONS
 
 BASE = {"redis.sessions.secret": "s3cret"}
 
@@ -201,6 +205,40 @@ def test_encoding_options_are_deprecated_no_ops(name: str) -> None:
     with pytest.warns(DeprecationWarning, match=name):
         f = from_settings(**{name: "utf-8"})
     assert isinstance(f, SessionFactory)
+
+
+@pytest.mark.parametrize("way", ["setting", "argument"])
+def test_a_deprecated_option_warns_once_at_the_callers_line(way: str) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if way == "setting":
+            from_settings(charset="utf-8")
+        else:
+            RedisSessionFactory("s3cret", charset="utf-8")
+    (warning,) = [w for w in caught if w.category is DeprecationWarning]
+    assert str(warning.message).startswith(f"{way} '")
+    assert warning.filename == __file__
+
+
+README = Path(__file__).parent.parent / "README.rst"
+
+
+def readme_settings() -> set[str]:
+    """The names the README's "Settings" section defines (``name`` lines)."""
+    text = README.read_text().split("\nSettings\n", 1)[1]
+    section = re.split(r"\n[^\n]+\n=+\n", text, maxsplit=1)[0]
+    return {
+        name
+        for line in section.splitlines()
+        if line.startswith("``")
+        for name in re.findall(r"``(\w+)``", line)
+    }
+
+
+def test_signature_settings_table_and_readme_list_the_same_options() -> None:
+    signature = set(inspect.signature(RedisSessionFactory).parameters)
+    assert signature == set(OPTIONS)
+    assert readme_settings() == set(OPTIONS)
 
 
 def test_samesite_none_without_secure_warns() -> None:
