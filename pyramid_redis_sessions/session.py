@@ -194,6 +194,7 @@ class RedisSession:
         self._factory = factory
         self._cookie = factory.cookie.read(request)
         self._store: RedisStore | None = None
+        self._seal: SessionSeal | None = None
         self._loaded = False
         self._registered = False
         self._doomed: list[str] = []  # keys to delete when the response goes
@@ -207,6 +208,8 @@ class RedisSession:
         self._loaded_payloads: dict[str, bytes] = {}
         #: Keys this request assigned or deleted: always part of the delta.
         self._touched: set[str] = set()
+        #: Loaded keys deserialized by this request: they may change in place.
+        self._decoded: list[str] = []
         self._changed_all = False
         #: Loaded flash fields to payloads; decoded into ``_flash`` when
         #: flash is first used.
@@ -249,32 +252,27 @@ class RedisSession:
     def _load_stored(self, session_id: str) -> None:
         f = self._factory
         try:
-            flat = self._get_store().load(
+            stored = self._get_store().load(
                 session_id, f.timeout, f.absolute_timeout, time.time()
             )
-            if flat:
-                self._adopt(session_id, flat)
+            if stored:
+                self._adopt(session_id, stored)
         except BadValue as e:
             self._reject(session_id, str(e))
 
-    def _adopt(self, session_id: str, flat: list[bytes]) -> None:
+    def _adopt(self, session_id: str, stored: dict[bytes, bytes]) -> None:
         """Check every field's MAC and take the session; BadValue if any
         field does not verify. Nothing is deserialized here."""
-        seal = self._factory.codec.for_session(session_id)
+        payloads, reseal = self._seal_for(session_id).open_all(stored)
         data: dict[str, Any] = {}
-        payloads: dict[str, bytes] = {}
+        user_payloads: dict[str, bytes] = {}
         flash: dict[bytes, bytes] = {}
-        reseal: set[bytes] = set()
         created = timeout = None
-        pairs = iter(flat)
-        for field, value in zip(pairs, pairs, strict=True):
-            payload, current = seal.open(field, value)
-            if not current:
-                reseal.add(field)
+        for field, payload in payloads.items():
             if field[:1] != RESERVED:
-                key = key_name(field)
+                key = field.decode("utf-8", "surrogatepass")
                 data[key] = _PENDING
-                payloads[key] = payload
+                user_payloads[key] = payload
             elif field.startswith(FLASH):
                 flash[field] = payload
             elif field == CREATED:
@@ -285,7 +283,7 @@ class RedisSession:
         if created is None:
             raise BadValue("the session has no creation time")
         self._data = data
-        self._loaded_payloads = payloads
+        self._loaded_payloads = user_payloads
         self._flash_payloads = flash
         self._reseal = reseal
         self._created = created
@@ -294,6 +292,12 @@ class RedisSession:
             self._own_timeout = True
         self._id = self._stored_id = self._source_id = session_id
         self._from_redis = True
+
+    def _seal_for(self, session_id: str) -> SessionSeal:
+        """The sealer of ``session_id``'s fields, made once per id."""
+        if self._seal is None or self._seal.session_id != session_id:
+            self._seal = self._factory.codec.for_session(session_id)
+        return self._seal
 
     def _reject(self, session_id: str, reason: str) -> None:
         log.warning(
@@ -319,6 +323,7 @@ class RedisSession:
             self._fail_decoding(e)
             return _MISSING
         self._data[key] = value
+        self._decoded.append(key)
         return value
 
     def _fail_decoding(self, error: Exception) -> None:
@@ -381,9 +386,10 @@ class RedisSession:
             if self._dirty:
                 return self._create()
         else:
-            seal = self._factory.codec.for_session(self._stored_id)
-            fields, deleted = self._delta(seal)
-            if fields or deleted:
+            changes, deleted = self._delta()
+            if changes or deleted:
+                seal = self._seal_for(self._stored_id)
+                fields = [b for f, p in changes.items() for b in (f, seal.seal(f, p))]
                 store = self._get_store()
                 if store.save(self._stored_id, fields, deleted, self._ttl()):
                     return self._stored_id
@@ -419,38 +425,34 @@ class RedisSession:
             return None
         return payload
 
-    def _delta(self, seal: SessionSeal) -> tuple[list[bytes], list[bytes]]:
-        """The fields to set (flat: name, value, …) and to delete."""
-        fields: list[bytes] = []
+    def _delta(self) -> tuple[dict[bytes, bytes], list[bytes]]:
+        """Payloads of the fields to set, and the fields to delete. Only keys
+        this request wrote or deserialized can have changed."""
+        dumps = self._factory.serializer.dumps
+        loaded = self._loaded_payloads
+        changes: dict[bytes, bytes] = {}
         deleted: list[bytes] = []
-        written: set[bytes] = set()
-
-        def put(field: bytes, payload: bytes) -> None:
-            fields.extend((field, seal.seal(field, payload)))
-            written.add(field)
-
-        for key, value in self._data.items():
-            if value is _PENDING:
-                continue
-            if key in self._touched or key not in self._loaded_payloads:
-                payload: bytes | None = self._factory.serializer.dumps(value)
-                if payload == self._loaded_payloads.get(key):
-                    payload = None
-            else:
-                payload = self._changed_in_place(key, value)
-            if payload is not None:
-                put(field_name(key), payload)
         for key in self._touched:
-            if key not in self._data and key in self._loaded_payloads:
+            if key in self._data:
+                written: bytes = dumps(self._data[key])
+                if written != loaded.get(key):
+                    changes[field_name(key)] = written
+            elif key in loaded:
                 deleted.append(field_name(key))
+        for key in self._decoded:
+            if key not in self._touched and key in self._data:
+                payload = self._changed_in_place(key, self._data[key])
+                if payload is not None:
+                    changes[field_name(key)] = payload
         for field, message in self._flash_added.items():
-            put(field, self._factory.serializer.dumps(message))
+            changes[field] = dumps(message)
         deleted.extend(self._flash_removed)
         if self._timeout_changed:
-            put(TIMEOUT, str(self._timeout or 0).encode())
-        for field in self._reseal - written - set(deleted):
-            put(field, self._stored_payload(field))
-        return fields, deleted
+            changes[TIMEOUT] = str(self._timeout or 0).encode()
+        for field in self._reseal:
+            if field not in changes and field not in deleted:
+                changes[field] = self._stored_payload(field)
+        return changes, deleted
 
     def _stored_payload(self, field: bytes) -> bytes:
         """The payload of a loaded field that is written again as it was."""
@@ -483,7 +485,7 @@ class RedisSession:
         replacing = tuple(self._doomed)
         for _ in range(_CREATE_TRIES):
             session_id = self.session_id
-            fields = self._all_fields(self._factory.codec.for_session(session_id))
+            fields = self._all_fields(self._seal_for(session_id))
             if store.create(session_id, fields, self._ttl(), replacing):
                 self._stored_id = session_id
                 return session_id

@@ -6,10 +6,10 @@ A session is one hash at ``prefix + session_id`` (see
 touches one key, so all of it is valid on Redis Cluster:
 
 ========================================  ==================================
-``load(id, timeout, absolute, now)``      ``EVALSHA load``: ``HGETALL``,
-                                          then the key's expiry set from
-                                          the session's own timeout and
-                                          deadline
+``load(id, timeout, absolute, now)``      ``EVALSHA load``: the key's
+                                          expiry set from the session's
+                                          own timeout and deadline, then
+                                          ``HGETALL``
 ``create(id, fields, ttl, replacing=…)``  ``EVALSHA write``, refusing an
                                           id that exists, with ``DEL`` of
                                           replaced keys in the same
@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import msgpack
 import redis
 import redis.exceptions
 from redis.commands.core import Script
@@ -41,42 +42,41 @@ from .values import BadValue
 __all__ = ["LOAD", "SCRIPTS", "WRITE", "RedisStore", "describe_server"]
 
 # KEYS[1]: the session. ARGV: default timeout ('' for none), absolute
-# timeout ('' for none), the time now. Returns HGETALL's flat list, having
-# slid the expiry; a session past its absolute deadline is deleted.
-# Reserved values are b'\2' + 16-byte tag + ASCII: the number starts at 18.
-# Whatever the script reads here is verified by the application afterwards.
+# timeout ('' for none), the time now. Slides the expiry from the session's
+# own timeout and deadline (a session past its deadline is deleted), then
+# returns HGETALL's flat list packed with the server's cmsgpack into one
+# string ('' for no session): one bulk reply is parsed far faster than a
+# hundred, whichever parser redis-py has. Reserved values are b'\2' +
+# 16-byte tag + ASCII, so their number starts at byte 18. A hash without a
+# creation time is not ours: returned untouched, for the application to
+# reject. Whatever the script reads is verified by the application after.
 LOAD = Script(
     None,  # type: ignore[arg-type]  # a bytes script needs no client's encoder
     b"""
+local meta = redis.call('HMGET', KEYS[1], '\\255created', '\\255timeout')
+if meta[1] then
+  local ttl = tonumber(ARGV[1])
+  if meta[2] then ttl = tonumber(string.sub(meta[2], 18)) end
+  if ttl == 0 then ttl = nil end
+  local absolute = tonumber(ARGV[2])
+  if absolute then
+    local created = tonumber(string.sub(meta[1], 18))
+    local left = math.ceil(created + absolute - tonumber(ARGV[3]))
+    if left <= 0 then
+      redis.call('DEL', KEYS[1])
+      return ''
+    end
+    if not ttl or left < ttl then ttl = left end
+  end
+  if ttl then
+    redis.call('EXPIRE', KEYS[1], ttl)
+  else
+    redis.call('PERSIST', KEYS[1])
+  end
+end
 local fields = redis.call('HGETALL', KEYS[1])
-if #fields == 0 then return fields end
-local created, own
-for i = 1, #fields, 2 do
-  local name = fields[i]
-  if name == '\\255created' then
-    created = tonumber(string.sub(fields[i + 1], 18))
-  elseif name == '\\255timeout' then
-    own = tonumber(string.sub(fields[i + 1], 18))
-  end
-end
-local ttl = tonumber(ARGV[1])
-if own then ttl = own end
-if ttl == 0 then ttl = nil end
-local absolute = tonumber(ARGV[2])
-if absolute and created then
-  local left = math.ceil(created + absolute - tonumber(ARGV[3]))
-  if left <= 0 then
-    redis.call('DEL', KEYS[1])
-    return {}
-  end
-  if not ttl or left < ttl then ttl = left end
-end
-if ttl then
-  redis.call('EXPIRE', KEYS[1], ttl)
-else
-  redis.call('PERSIST', KEYS[1])
-end
-return fields
+if #fields == 0 then return '' end
+return cmsgpack.pack(fields)
 """,
 )
 
@@ -155,13 +155,20 @@ class RedisStore:
         timeout: int | None,
         absolute_timeout: int | None,
         now: float,
-    ) -> list[bytes]:
-        """The session's fields and values, flat (``[]`` if there is none),
-        its expiry slid to its own timeout and deadline."""
+    ) -> dict[bytes, bytes]:
+        """The session's fields and values (empty if there is none), its
+        expiry slid to its own timeout and deadline."""
         args = (_ttl_arg(timeout), _ttl_arg(absolute_timeout), repr(now))
         with self._errors():
-            fields: list[bytes] = LOAD([self.key(session_id)], args, self.client)
-        return fields
+            packed: bytes = LOAD([self.key(session_id)], args, self.client)
+        if not packed:
+            return {}
+        try:
+            strings = msgpack.unpackb(packed, raw=True)
+            pairs = iter(strings)
+            return dict(zip(pairs, pairs, strict=True))
+        except (ValueError, TypeError) as e:  # msgpack's errors are ValueErrors
+            raise BadValue("the load script's reply does not unpack") from e
 
     def create(
         self,

@@ -94,6 +94,7 @@ class SessionSeal:
     """Seals and opens the fields of one session id."""
 
     def __init__(self, keys: list[bytes], session_id: str) -> None:
+        self.session_id = session_id
         sid = session_id.encode("utf-8", "surrogatepass")
         self._head = FORMAT + len(sid).to_bytes(4, "big") + sid
         self._keys = keys
@@ -115,6 +116,28 @@ class SessionSeal:
     def seal(self, field: bytes, payload: bytes) -> bytes:
         """The value to store in ``field`` for ``payload``."""
         return VERSION + self._tag(0, field, payload) + payload
+
+    def open_all(
+        self, stored: dict[bytes, bytes]
+    ) -> tuple[dict[bytes, bytes], set[bytes]]:
+        """Payloads by field for the ``stored`` values by field, and the
+        fields that only a fallback secret verified; :class:`BadValue` if any
+        field does not verify. The loop the load of every request runs."""
+        payloads: dict[bytes, bytes] = {}
+        reseal: set[bytes] = set()
+        state = self._state(0)
+        compare = hmac.compare_digest
+        for field, value in stored.items():
+            payload = value[HEADER_SIZE:]
+            mac = state.copy()
+            mac.update(len(field).to_bytes(4, "big") + field)
+            mac.update(payload)
+            if value[:1] != VERSION or not compare(value[1:HEADER_SIZE], mac.digest()):
+                payload, current = self.open(field, value)  # the fallbacks
+                if not current:
+                    reseal.add(field)
+            payloads[field] = payload
+        return payloads, reseal
 
     def open(self, field: bytes, value: bytes) -> tuple[bytes, bool]:
         """The payload of ``value`` and whether ``secret`` (not a fallback)

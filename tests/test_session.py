@@ -507,3 +507,42 @@ def test_values_sealed_with_a_fallback_secret_are_resealed(
     new_only = FieldCodec("new").for_session(session_id)
     for field, value in fields(server, prefix + session_id).items():
         new_only.open(field, value)  # raises if any field kept the old MAC
+
+
+def test_regenerate_id_keeps_flash_timeout_and_csrf(
+    app: App, server: BaseServer, prefix: str
+) -> None:
+    testapp = app()
+    first = results(testapp.get("/do?op=flash:hi&op=adjust:90&op=csrf&op=id"))
+    token, old_id = first[2], first[3]
+    new_id = results(testapp.get("/do?op=regenerate&op=id"))[1]
+    assert new_id != old_id
+    assert server.client().keys(prefix + "*") == [(prefix + new_id).encode()]
+    assert 80 < ttl(server, prefix) <= 90
+    assert results(testapp.get("/do?op=csrf&op=timeout&op=pop_flash")) == [
+        token,
+        90,
+        ["hi"],
+    ]
+
+
+def test_popped_flash_is_not_carried_to_a_new_id(app: App) -> None:
+    testapp = app()
+    testapp.get("/do?op=flash:one&op=flash:two")
+    assert results(testapp.get("/do?op=pop_flash&op=regenerate")) == [
+        ["one", "two"],
+        None,
+    ]
+    assert results(testapp.get("/do?op=pop_flash")) == [[]]
+
+
+def test_everything_works_after_the_server_forgot_the_scripts(
+    app: App, server: BaseServer
+) -> None:
+    """A restarted (or SCRIPT FLUSHed) server: redis-py loads them again."""
+    testapp = app()
+    testapp.get("/do?op=set:a:1")
+    for ops in ("get:a", "set:a:2", "regenerate", "invalidate&op=set:b:3"):
+        server.admin().script_flush()
+        testapp.get(f"/do?op={ops}")
+    assert results(testapp.get("/do?op=items")) == [[["b", "3"]]]
