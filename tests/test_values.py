@@ -77,3 +77,10 @@ def test_reserved_fields_cannot_be_session_keys() -> None:
     }
     assert 0xFF not in every_byte_of_utf8 and CREATED[0] == 0xFF
     assert key_name(field_name("\udcff")) == "\udcff"
+
+
+def test_the_example_in_the_storage_docs() -> None:
+    payload = bytes.fromhex("80 05 95 07 00 00 00 00 00 00 00 8c 03 61 6e 6e 94 2e")
+    tag = bytes.fromhex("22 74 f5 02 2b cf a9 20 41 02 cf 35 dd 92 e6 b6")
+    value = FieldCodec("s3cret").for_session("id1").seal(b"user", payload)
+    assert value == b"\x02" + tag + payload
