@@ -12,9 +12,11 @@ from typing import Any
 
 from pyramid.config import Configurator
 
+from .exceptions import SessionStoreUnavailable
 from .factory import RedisSessionFactory, SessionFactory
 from .session import RedisSession
 from .settings import options_from_settings
+from .views import store_unavailable
 
 __all__ = [
     "RedisSession",
@@ -35,5 +37,11 @@ def session_factory_from_settings(settings: Mapping[str, Any]) -> SessionFactory
 
 
 def includeme(config: Configurator) -> None:
-    """Set the application's session factory from its settings."""
+    """Set the application's session factory from its settings, and answer
+    :class:`~pyramid_redis_sessions.exceptions.SessionStoreUnavailable` with
+    :func:`~pyramid_redis_sessions.views.store_unavailable` (a 503 with
+    ``Retry-After``). To answer otherwise, register your own exception view
+    for that exception: yours wins over the one included here.
+    """
     config.set_session_factory(session_factory_from_settings(config.get_settings()))
+    config.add_exception_view(store_unavailable, context=SessionStoreUnavailable)
