@@ -211,12 +211,24 @@ class SentinelTopology:
     def wait_for_new_master(
         self, old_port: int, timeout: float = 20.0
     ) -> ServerProcess:
-        """Until the sentinels name a master other than ``old_port``."""
-        wait_until(
-            lambda: self.master_address()[1] != old_port,
-            f"a failover away from port {old_port}",
-            timeout,
-        )
+        """Until every running sentinel names a healthy master other than
+        ``old_port`` (before that, a client may be told of no master)."""
+
+        def moved() -> bool:
+            for sentinel in self.sentinels:
+                if not sentinel.is_running():
+                    continue
+                state = sentinel.admin().sentinel_master(self.service)
+                if (
+                    int(state["port"]) == old_port
+                    or not state["is_master"]
+                    or state["is_sdown"]
+                    or state["is_odown"]
+                ):
+                    return False
+            return True
+
+        wait_until(moved, f"a failover away from port {old_port}", timeout)
         return self.current_master()
 
     def heal(self) -> None:
