@@ -26,7 +26,7 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -444,12 +444,3 @@ def _distinct_free_ports(count: int) -> list[int]:
     while len(ports) < count:
         ports.add(free_port())
     return sorted(ports)
-
-
-@contextlib.contextmanager
-def started(topology: Any) -> Iterator[Any]:
-    """Close ``topology`` (every process in it) when the block ends."""
-    try:
-        yield topology
-    finally:
-        topology.close()
