@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from pyramid.config import Configurator
 
+from .exceptions import SessionStoreUnavailable
 from .factory import (
     RedisSessionFactory,
     SessionFactory,
     session_factory_from_settings,
 )
 from .session import RedisSession
+from .views import store_unavailable
 
 __all__ = [
     "RedisSession",
@@ -26,5 +28,11 @@ __all__ = [
 
 
 def includeme(config: Configurator) -> None:
-    """Set the application's session factory from its settings."""
+    """Set the application's session factory from its settings, and answer
+    :class:`~pyramid_redis_sessions.exceptions.SessionStoreUnavailable` with
+    :func:`~pyramid_redis_sessions.views.store_unavailable` (a 503 with
+    ``Retry-After``). To answer otherwise, register your own exception view
+    for that exception: yours wins over the one included here.
+    """
     config.set_session_factory(session_factory_from_settings(config.get_settings()))
+    config.add_exception_view(store_unavailable, context=SessionStoreUnavailable)

@@ -39,4 +39,12 @@ class SessionStoreUnavailable(SessionStoreError, redis.exceptions.ConnectionErro
     The message names the server (``host:port`` or the socket path). It is
     also a :class:`redis.exceptions.ConnectionError`, so code written against
     redis-py's exceptions keeps working.
+
+    ``server``, when given, is the server alone (as
+    :func:`pyramid_redis_sessions.client.describe_server` names it), for
+    logs that must not carry anything else.
     """
+
+    def __init__(self, *args: object, server: str | None = None) -> None:
+        super().__init__(*args)
+        self.server = server

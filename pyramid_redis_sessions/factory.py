@@ -15,9 +15,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from .client import (
+    DEFAULT_RETRIES,
+    DEFAULT_SOCKET_CONNECT_TIMEOUT,
+    DEFAULT_SOCKET_TIMEOUT,
+    check_connection_options,
+    make_client,
+)
 from .cookies import CookieCodec, CookieSettings
 from .exceptions import ConfigurationError
 from .serializers import FunctionSerializer, PickleSerializer, Serializer
@@ -32,10 +37,6 @@ __all__ = [
     "generate_session_id",
     "session_factory_from_settings",
 ]
-
-#: Bounded defaults: a hung Redis fails the request in seconds, not never.
-DEFAULT_SOCKET_TIMEOUT = 3.0
-DEFAULT_SOCKET_CONNECT_TIMEOUT = 3.0
 
 
 def generate_session_id() -> str:
@@ -76,6 +77,16 @@ def RedisSessionFactory(
     serializer: Serializer | str | None = None,
     username: str | None = None,
     socket_connect_timeout: float | None = DEFAULT_SOCKET_CONNECT_TIMEOUT,
+    retries: int = DEFAULT_RETRIES,
+    sentinels: Sequence[str | tuple[str, int]] | None = None,
+    sentinel_service: str | None = None,
+    sentinel_username: str | None = None,
+    sentinel_password: str | None = None,
+    cluster: bool = False,
+    ssl_ca_certs: str | None = None,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    ssl_cert_reqs: str | None = None,
     encoding: Any = None,
     encoding_errors: Any = None,
 ) -> SessionFactory:
@@ -127,9 +138,39 @@ def RedisSessionFactory(
       Default: ``'localhost'``, ``6379``, ``0``, ``None``, ``None``, ``None``.
 
     ``socket_timeout``, ``socket_connect_timeout``
-      Seconds to wait for Redis before the request that needs the session
-      fails with :class:`~pyramid_redis_sessions.exceptions.SessionStoreUnavailable`.
-      Default: ``3`` each.
+      Seconds to wait for an answer from Redis, and for a connection, before
+      the request that needs the session fails with
+      :class:`~pyramid_redis_sessions.exceptions.SessionStoreUnavailable`.
+      Default: ``1.5`` and ``0.5``.
+
+    ``retries``
+      How often a command that met a connection error or a timeout is tried
+      again, with exponential backoff and jitter. With the defaults a
+      request that needs an unreachable store fails within 10 seconds in
+      all (the formula is in :mod:`pyramid_redis_sessions.client`).
+      Default: ``2``.
+
+      .. versionadded:: 2.0
+
+    ``sentinels``, ``sentinel_service``, ``sentinel_username``, ``sentinel_password``
+      Redis Sentinel: the ``host:port`` of each sentinel, the name of the
+      monitored master, and the credentials of the sentinels if they need
+      any (``username``, ``password``, ``db`` and TLS apply to the master).
+      Reads and writes go to the master. Default: ``None`` each.
+
+      .. versionadded:: 2.0
+
+    ``cluster``
+      Redis Cluster: ``url`` (or ``host`` and ``port``) names any node.
+      Default: ``False``.
+
+      .. versionadded:: 2.0
+
+    ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``
+      TLS, with redis-py's meanings (a ``rediss://`` URL turns TLS on too).
+      Default: ``None`` each.
+
+      .. versionadded:: 2.0
 
     ``connection_pool``
       A :class:`redis.ConnectionPool` to use instead of making one.
@@ -172,7 +213,10 @@ def RedisSessionFactory(
       ``changed()``. Default: ``True``.
 
     ``charset``, ``errors``, ``encoding``, ``encoding_errors``
-      Deprecated; accepted with a :class:`DeprecationWarning` and ignored.
+      Accepted with a :class:`DeprecationWarning` and ignored.
+
+      .. deprecated:: 2.0
+         Session values are bytes; remove these settings.
     """
     return _build(locals(), lambda name: f"argument {name!r}")
 
@@ -219,6 +263,7 @@ def _build(given: Mapping[str, Any], label: Callable[[str], str]) -> SessionFact
         else:
             serializer_ = PickleSerializer()
     redis_options = {name: opts[name] for name in _REDIS_OPTIONS}
+    check_connection_options(redis_options)
     store = None
     if opts["client_callable"] is None:
         store = RedisStore(make_client(**redis_options), opts["prefix"])
@@ -262,30 +307,17 @@ _REDIS_OPTIONS = [
     "socket_connect_timeout",
     "connection_pool",
     "unix_socket_path",
+    "retries",
+    "sentinels",
+    "sentinel_service",
+    "sentinel_username",
+    "sentinel_password",
+    "cluster",
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_cert_reqs",
 ]
-
-
-def make_client(
-    url: str | None = None,
-    connection_pool: redis.ConnectionPool | None = None,
-    **options: Any,
-) -> redis.Redis:
-    """The default client: one pool, bounded timeouts, no hidden retries.
-
-    redis-py retries failed commands on its own by default (three times, with
-    backoff since 6.0); that would multiply the time a request waits on a
-    dead server, so retries are off until the ``retries`` option says so.
-    """
-    no_retry = Retry(NoBackoff(), 0)
-    if connection_pool is not None:
-        return redis.Redis(connection_pool=connection_pool, retry=no_retry)
-    timeouts = {
-        "socket_timeout": options.pop("socket_timeout"),
-        "socket_connect_timeout": options.pop("socket_connect_timeout"),
-    }
-    if url is not None:
-        return redis.Redis.from_url(url, retry=no_retry, **timeouts)
-    return redis.Redis(retry=no_retry, **timeouts, **options)
 
 
 #: The defaults of every option, read off the signature: one source.

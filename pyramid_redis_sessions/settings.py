@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -139,6 +141,64 @@ def _db(value: Any) -> int:
     return _int(value, 0)
 
 
+_HOST_PORT = "host:port entries separated by spaces or newlines (or a list)"
+
+
+def _host_port(entry: Any) -> tuple[str, int]:
+    """``'host:port'`` or ``('host', port)``; IPv6 hosts in brackets."""
+    if isinstance(entry, (tuple, list)) and len(entry) == 2:
+        host, port = entry
+    elif isinstance(entry, str):
+        host, sep, port = entry.strip().rpartition(":")
+        if not sep:
+            raise ValueError(f"{_HOST_PORT}; {entry!r} has no port")
+        host = host.removeprefix("[").removesuffix("]")
+    else:
+        raise ValueError(f"{_HOST_PORT}; got {entry!r}")
+    try:
+        port = _port(port)
+    except ValueError:
+        raise ValueError(f"{_HOST_PORT}; {entry!r} has a bad port") from None
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"{_HOST_PORT}; {entry!r} has no host")
+    return host, port
+
+
+def _sentinels(value: Any) -> list[tuple[str, int]] | None:
+    """Sentinel addresses: ``'h1:26379 h2:26379'``, or a list of those."""
+    if _is_none(value):
+        return None
+    entries = aslist(value) if isinstance(value, str) else value
+    if not isinstance(entries, (list, tuple)):
+        raise ValueError(f"{_HOST_PORT}; got {value!r}")
+    return [_host_port(entry) for entry in entries] or None
+
+
+def _retries(value: Any) -> int:
+    return _int(value, 0)
+
+
+def _file(value: Any) -> str | None:
+    path = _optional_text(value)
+    if path is not None and not os.path.isfile(path):
+        raise ValueError(f"the path of an existing file; there is none at {path!r}")
+    return path
+
+
+_CERT_REQS = {"none": "none", "optional": "optional", "required": "required"}
+
+
+def _cert_reqs(value: Any) -> str | ssl.VerifyMode | None:
+    """redis-py's ``ssl_cert_reqs``: ``none``, ``optional`` or ``required``."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, ssl.VerifyMode):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _CERT_REQS:
+        return _CERT_REQS[value.strip().lower()]
+    raise ValueError("none, optional or required")
+
+
 def _samesite(value: Any) -> str | None:
     if value is None or value == "":
         return None
@@ -225,6 +285,16 @@ OPTIONS: Mapping[str, Callable[[Any], Any]] = {
     "socket_connect_timeout": _seconds,
     "connection_pool": _object,
     "unix_socket_path": _optional_text,
+    "sentinels": _sentinels,
+    "sentinel_service": _optional_text,
+    "sentinel_username": _optional_text,
+    "sentinel_password": _optional_text,
+    "cluster": _bool,
+    "retries": _retries,
+    "ssl_ca_certs": _file,
+    "ssl_certfile": _file,
+    "ssl_keyfile": _file,
+    "ssl_cert_reqs": _cert_reqs,
     "client_callable": _callable,
     "serializer": _serializer,
     "serialize": _callable,

@@ -29,17 +29,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import msgpack
 import redis
 import redis.exceptions
 from redis.commands.core import Script
 
+from .client import Client, describe_server
 from .exceptions import SessionStoreError, SessionStoreUnavailable
 from .values import BadValue
 
-__all__ = ["LOAD", "SCRIPTS", "WRITE", "RedisStore", "describe_server"]
+__all__ = ["LOAD", "SCRIPTS", "WRITE", "RedisStore"]
 
 # KEYS[1]: the session. ARGV: default timeout ('' for none), absolute
 # timeout ('' for none), the time now. Slides the expiry from the session's
@@ -109,15 +109,6 @@ return 1
 SCRIPTS = (LOAD, WRITE)
 
 
-def describe_server(client: Any) -> str:
-    """``host:port`` (or the socket path) of the server ``client`` uses."""
-    pool = getattr(client, "connection_pool", None)
-    kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", {})
-    if kwargs.get("path"):
-        return str(kwargs["path"])
-    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
-
-
 def _ttl_arg(ttl: int | None) -> int | str:
     return "" if ttl is None else ttl
 
@@ -125,7 +116,7 @@ def _ttl_arg(ttl: int | None) -> int | str:
 class RedisStore:
     """Session hashes in Redis under ``prefix + session_id``."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: Client, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
 
@@ -133,19 +124,21 @@ class RedisStore:
         return self.prefix + session_id
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self, key: str | None = None) -> Iterator[None]:
+        """Redis's errors as this package's, naming the server (for Cluster,
+        the node of ``key``)."""
         try:
             yield
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+            server = describe_server(self.client, key)
             raise SessionStoreUnavailable(
-                f"session store Redis at {describe_server(self.client)} "
-                f"is unavailable: {e}"
+                f"session store Redis at {server} is unavailable: {e}", server=server
             ) from e
         except redis.exceptions.ResponseError as e:
             if "WRONGTYPE" in str(e):
                 raise BadValue("the session key holds another Redis type") from e
             raise SessionStoreError(
-                f"session store Redis at {describe_server(self.client)} "
+                f"session store Redis at {describe_server(self.client, key)} "
                 f"answered with an error: {e}"
             ) from e
 
@@ -158,9 +151,10 @@ class RedisStore:
     ) -> dict[bytes, bytes]:
         """The session's fields and values (empty if there is none), its
         expiry slid to its own timeout and deadline."""
+        key = self.key(session_id)
         args = (_ttl_arg(timeout), _ttl_arg(absolute_timeout), repr(now))
-        with self._errors():
-            packed: bytes = LOAD([self.key(session_id)], args, self.client)
+        with self._errors(key):
+            packed: bytes = LOAD([key], args, self.client)
         if not packed:
             return {}
         try:
@@ -186,7 +180,7 @@ class RedisStore:
         """
         key = self.key(session_id)
         args = ("create", _ttl_arg(ttl), len(fields) // 2, *fields)
-        with self._errors():
+        with self._errors(key):
             if not replacing:
                 return bool(WRITE([key], args, self.client))
             pipe = self.client.pipeline(transaction=False)
@@ -212,9 +206,10 @@ class RedisStore:
         """Apply a delta to an existing session: set ``fields`` (flat), delete
         ``deleted``, set the expiry. False, and nothing changed, if the
         session is gone."""
+        key = self.key(session_id)
         args = ("update", _ttl_arg(ttl), len(fields) // 2, *fields, *deleted)
-        with self._errors():
-            return bool(WRITE([self.key(session_id)], args, self.client))
+        with self._errors(key):
+            return bool(WRITE([key], args, self.client))
 
     def delete(self, *session_ids: str) -> None:
         with self._errors():

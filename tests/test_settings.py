@@ -95,8 +95,9 @@ def test_defaults_match_one_x_and_are_bounded() -> None:
     client = f.store.client
     kwargs = client.connection_pool.connection_kwargs
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("localhost", 6379, 0)
-    assert kwargs["socket_timeout"] == 3 and kwargs["socket_connect_timeout"] == 3
-    assert client.get_retry()._retries == 0  # no hidden retries multiply waits
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (1.5, 0.5)
+    # Our bounded retries replace redis-py's own, which would multiply waits.
+    assert client.get_retry()._retries == 2
 
 
 def test_url_wins_over_host_and_port() -> None:
@@ -104,7 +105,7 @@ def test_url_wins_over_host_and_port() -> None:
     assert f.store is not None
     kwargs = f.store.client.connection_pool.connection_kwargs
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("127.0.0.1", 6390, 4)
-    assert kwargs["socket_timeout"] == 3
+    assert kwargs["socket_timeout"] == 1.5
 
 
 @pytest.mark.parametrize("value", ["0", "none", "None", "", 0, None])
