@@ -10,6 +10,7 @@ import redis.exceptions
 from pyramid.exceptions import ConfigurationError as PyramidConfigurationError
 
 __all__ = [
+    "BadLegacyValue",
     "ConfigurationError",
     "RedisSessionsError",
     "SessionStoreError",
@@ -48,3 +49,14 @@ class SessionStoreUnavailable(SessionStoreError, redis.exceptions.ConnectionErro
     def __init__(self, *args: object, server: str | None = None) -> None:
         super().__init__(*args)
         self.server = server
+
+
+class BadLegacyValue(RedisSessionsError, ValueError):
+    """A session stored by pyramid_redis_sessions 1.0.1 or pyramid_session_redis
+    does not load, or is not in that package's format.
+
+    The message is a short reason that names fields and types, never the data.
+    It is also a :class:`ValueError`.
+
+    .. versionadded:: 2.0
+    """

@@ -14,7 +14,7 @@ import difflib
 import os
 import ssl
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyramid.path import DottedNameResolver
 from pyramid.settings import asbool, aslist, falsey, truthy
@@ -344,3 +344,124 @@ def settings_options(settings: Mapping[str, Any]) -> dict[str, Any]:
     if "secret" not in options:
         raise ConfigurationError(f"setting {PREFIX + 'secret'!r} is required")
     return options
+
+
+class Refused(NamedTuple):
+    """A pyramid_session_redis setting with no equivalent here, whose
+    absence would change what the application does."""
+
+    #: What to do instead.
+    advice: str
+
+
+class Ignored(NamedTuple):
+    """A pyramid_session_redis setting with no equivalent here, that is
+    safe to ignore: what it tuned, this package does in its own way."""
+
+    #: Why ignoring it is harmless.
+    reason: str
+
+
+#: pyramid_session_redis 1.8.1's setting names that are not also ours (see
+#: its ``RedisSessionFactory`` and README), and what each becomes: the name
+#: of our option, :class:`Refused` or :class:`Ignored`. Its other settings
+#: (``secret``, ``timeout``, ``cookie_*``, ``serialize``, ``prefix``...) have
+#: the same names here.
+#:
+#: .. versionadded:: 2.0
+FORK_SETTINGS: Mapping[str, str | Refused | Ignored] = {
+    "redis_url": "url",
+    "redis_host": "host",
+    "redis_port": "port",
+    "redis_db": "db",
+    "redis_password": "password",
+    "redis_socket_timeout": "socket_timeout",
+    "redis_connection_pool": "connection_pool",
+    "redis_unix_socket_path": "unix_socket_path",
+    "redis_client_callable": "client_callable",
+    "redis_encoding": Ignored("session values are stored as bytes"),
+    "redis_encoding_errors": Ignored("session values are stored as bytes"),
+    # Documented in its README, though its factory never accepted it.
+    "redis_errors": Ignored("session values are stored as bytes"),
+    "cookie_signer": Refused(
+        "the cookie is always signed with 'secret' (HMAC-SHA512, checked in "
+        "constant time); set 'secret', and 'secret_fallbacks' for older "
+        "secrets"
+    ),
+    "cookie_expires": Refused(
+        "a fixed expiry date for the cookie is not supported; set "
+        "'cookie_max_age' (seconds) instead"
+    ),
+    "cookie_comment": Ignored(
+        "browsers ignore the cookie Comment attribute (RFC 6265 dropped it)"
+    ),
+    "func_check_response_allow_cookies": Refused(
+        "there is no hook to keep the cookie off a response; the cookie is "
+        "only set when a session is created or its id changes, and such "
+        "responses carry 'Vary: Cookie'. Do not create or regenerate a "
+        "session in views whose responses are cached"
+    ),
+    "func_invalid_logger": Ignored(
+        "invalid cookies and session values are logged at WARNING by the "
+        "'pyramid_redis_sessions' loggers; add a logging handler there"
+    ),
+    "set_redis_ttl": Ignored(
+        "sessions always expire through their Redis TTL, set from 'timeout'"
+    ),
+    "set_redis_ttl_readheavy": Ignored(
+        "reading a session and renewing its TTL are always one round trip"
+    ),
+    "timeout_trigger": Ignored(
+        "the TTL is renewed by the read itself, at no extra cost"
+    ),
+    "python_expires": Ignored(
+        "sessions expire through their Redis TTL, not a time stored in them"
+    ),
+    # In its README's examples, though its factory never accepted it.
+    "assume_redis_ttl": Ignored(
+        "sessions always expire through their Redis TTL, set from 'timeout'"
+    ),
+    "deserialized_fails_new": Ignored(
+        "a session value that does not load is always treated as no session, and logged"
+    ),
+    "invalidate_empty_session": Ignored(
+        "a request that only reads an absent session creates nothing, and "
+        "invalidate() deletes the key and the cookie"
+    ),
+}
+
+
+def resolve_alias(name: str, label: str) -> tuple[str | None, Warning | None]:
+    """The option that setting ``name`` stands for, and what to warn.
+
+    ``label`` names the setting in messages (``"setting 'redis.sessions.x'"``).
+
+    Returns ``(name, None)`` for a name that is not one of
+    pyramid_session_redis's (ours, or unknown: :func:`coerce_option` judges
+    it); ``(our_name, DeprecationWarning)`` for one of its names that we
+    have under ``our_name``; ``(None, UserWarning)`` for one that is ignored.
+    Issue the warning with :func:`warnings.warn`. Raises
+    :class:`~pyramid_redis_sessions.exceptions.ConfigurationError` for one
+    we have no equivalent of.
+
+    The caller should refuse a setting given under both names.
+    """
+    entry = FORK_SETTINGS.get(name)
+    if entry is None:
+        return name, None
+    if isinstance(entry, Refused):
+        raise ConfigurationError(
+            f"{label} is a pyramid_session_redis setting that "
+            f"pyramid_redis_sessions has no equivalent of: {entry.advice}. "
+            "Remove it."
+        )
+    if isinstance(entry, Ignored):
+        return None, UserWarning(
+            f"{label} is a pyramid_session_redis setting that "
+            f"pyramid_redis_sessions ignores: {entry.reason}. Remove it."
+        )
+    return entry, DeprecationWarning(
+        f"{label} is pyramid_session_redis's name for the setting "
+        f"{PREFIX + entry!r}; rename it. The old name will stop working in "
+        "a later release."
+    )

@@ -22,7 +22,14 @@ from pyramid_redis_sessions import (
 )
 from pyramid_redis_sessions.exceptions import ConfigurationError, RedisSessionsError
 from pyramid_redis_sessions.serializers import JSONSerializer, PickleSerializer
-from pyramid_redis_sessions.settings import OPTIONS
+from pyramid_redis_sessions.settings import (
+    FORK_SETTINGS,
+    OPTIONS,
+    Ignored,
+    Refused,
+    coerce_option,
+    resolve_alias,
+)
 
 BASE = {"redis.sessions.secret": "s3cret"}
 
@@ -262,3 +269,123 @@ def test_unix_socket_path() -> None:
     assert f.store is not None
     kwargs = f.store.client.connection_pool.connection_kwargs
     assert kwargs["path"] == "/tmp/redis.sock"
+
+
+#: Every parameter of pyramid_session_redis 1.8.1's RedisSessionFactory, and
+#: the setting names its README shows that its factory does not take.
+FORK_1_8_1_SETTINGS = [
+    "secret",
+    "timeout",
+    "cookie_name",
+    "cookie_max_age",
+    "cookie_path",
+    "cookie_domain",
+    "cookie_secure",
+    "cookie_httponly",
+    "cookie_expires",
+    "cookie_comment",
+    "cookie_samesite",
+    "cookie_on_exception",
+    "redis_url",
+    "redis_host",
+    "redis_port",
+    "redis_db",
+    "redis_password",
+    "redis_client_callable",
+    "serialize",
+    "deserialize",
+    "id_generator",
+    "set_redis_ttl",
+    "set_redis_ttl_readheavy",
+    "detect_changes",
+    "deserialized_fails_new",
+    "func_check_response_allow_cookies",
+    "func_invalid_logger",
+    "timeout_trigger",
+    "python_expires",
+    "cookie_signer",
+    "redis_socket_timeout",
+    "redis_connection_pool",
+    "redis_encoding",
+    "redis_encoding_errors",
+    "redis_unix_socket_path",
+    "invalidate_empty_session",
+    # README only
+    "prefix",
+    "client_callable",
+    "redis_errors",
+    "assume_redis_ttl",
+]
+
+
+class TestForkSettingNames:
+    LABEL = "setting 'redis.sessions.x'"
+
+    def test_every_fork_setting_is_ours_or_in_the_table(self) -> None:
+        missing = set(FORK_1_8_1_SETTINGS) - set(OPTIONS) - set(FORK_SETTINGS)
+        assert not missing
+
+    def test_the_table_holds_only_fork_names_that_are_not_ours(self) -> None:
+        assert set(FORK_SETTINGS) <= set(FORK_1_8_1_SETTINGS)
+        assert not set(FORK_SETTINGS) & set(OPTIONS)
+
+    def test_every_alias_names_one_of_our_options(self) -> None:
+        for fork_name, entry in FORK_SETTINGS.items():
+            if isinstance(entry, str):
+                assert entry in OPTIONS, fork_name
+            else:
+                assert isinstance(entry, (Refused, Ignored)), fork_name
+                text = entry[0]
+                assert text and not text.endswith("."), fork_name
+
+    @pytest.mark.parametrize("name", ["host", "secret", "no_such_option"])
+    def test_names_that_are_not_the_forks_pass_through(self, name: str) -> None:
+        assert resolve_alias(name, self.LABEL) == (name, None)
+
+    def test_renamed_setting_is_deprecated_and_names_ours(self) -> None:
+        option, warning = resolve_alias("redis_host", self.LABEL)
+        assert option == "host"
+        assert isinstance(warning, DeprecationWarning)
+        assert "'redis.sessions.host'" in str(warning)
+        assert self.LABEL in str(warning)
+
+    def test_harmless_setting_is_ignored_with_a_warning(self) -> None:
+        option, warning = resolve_alias("set_redis_ttl", self.LABEL)
+        assert option is None
+        assert type(warning) is UserWarning
+        assert "ignores" in str(warning) and self.LABEL in str(warning)
+
+    @pytest.mark.parametrize(
+        ("name", "advice"),
+        [
+            ("cookie_signer", "'secret'"),
+            ("cookie_expires", "'cookie_max_age'"),
+            ("func_check_response_allow_cookies", "Vary: Cookie"),
+        ],
+    )
+    def test_setting_without_equivalent_says_what_to_do(
+        self, name: str, advice: str
+    ) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            resolve_alias(name, self.LABEL)
+        assert "no equivalent" in str(info.value)
+        assert advice in str(info.value) and self.LABEL in str(info.value)
+
+    def test_every_renamed_setting_coerces_like_ours(self) -> None:
+        examples = {
+            "redis_url": "redis://h:1/2",
+            "redis_host": "h",
+            "redis_port": "6380",
+            "redis_db": "2",
+            "redis_password": "p",
+            "redis_socket_timeout": "1.5",
+            "redis_connection_pool": None,
+            "redis_unix_socket_path": "/tmp/s",
+            "redis_client_callable": "tests.test_settings.make_client",
+        }
+        renamed = {k for k, v in FORK_SETTINGS.items() if isinstance(v, str)}
+        assert set(examples) == renamed
+        for fork_name, value in examples.items():
+            option, _ = resolve_alias(fork_name, self.LABEL)
+            assert option is not None
+            coerce_option(option, value, self.LABEL)
