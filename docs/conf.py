@@ -28,7 +28,9 @@ autodoc_typehints_format = "short"
 autodoc_preserve_defaults = True
 
 html_theme = "furo"
-html_title = f"pyramid_redis_sessions {release}"
+html_title = "pyramid_redis_sessions"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 
 # The documentation of redis-py, Pyramid and Python is not linked with
 # intersphinx, which would fetch inventories at every build. A reference to
