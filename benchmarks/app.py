@@ -228,10 +228,11 @@ class Library:
                 return f"pyramid_session_redis is not installed ({exc})"
         return None
 
-    def supports(self, scenario: Scenario, size: Size) -> bool:
-        if scenario.name in self.unsupported:
-            return False
+    def fits(self, size: Size) -> bool:
         return self.max_payload is None or size.total <= self.max_payload
+
+    def supports(self, scenario: Scenario, size: Size) -> bool:
+        return scenario.name not in self.unsupported and self.fits(size)
 
 
 LIBRARIES = {

@@ -271,7 +271,7 @@ def run_load(
     lines = [
         f"load: waitress {WAITRESS_THREADS} threads per app (subprocess), "
         f"{args.users} users, {args.clients} client threads, {args.rounds} "
-        f"rounds × {args.seconds:g} s per library, alternating; 1 KB sessions",
+        f"rounds x {args.seconds:g} s per library, alternating; 1 KB sessions",
         f"{'library':<8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'requests':>9} {'errors':>7} {'counters':>12}",
     ]

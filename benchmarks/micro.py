@@ -8,8 +8,10 @@ of its mean µs/request, and a ratio is the median of the per-batch ratios
 (paired: both sides ran within the same batch, moments apart), which is what
 keeps a shared, noisy machine usable.
 
-Before timing, each unit runs a few requests under a :class:`wire.Recorder`
-to count round trips, commands and bytes; those figures are exact.
+Before timing, each unit runs a few requests of a second copy of its app,
+whose pool counts, under a :class:`wire.Recorder`: round trips, commands and
+bytes; those figures are exact. The timed copy uses plain redis-py
+connections, so counting costs it nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from webob.cookies import JSONSerializer, SignedSerializer
 
 from . import wire
 from .app import (
-    BARE,
     COOKIE_NAME,
     FLOOR_DB,
     SCENARIOS,
@@ -59,8 +60,13 @@ class Target:
     ) -> None:
         self.lib = lib
         self.size = size
-        self.pool = wire.make_pool(db_url(url, max(lib.db, 0)), parser)
+        # Two pools and two apps on the same database: plain redis-py
+        # connections for timing, counting ones for recording.
+        location = db_url(url, max(lib.db, 0))
+        self.pool = wire.make_pool(location, parser, counting=False)
+        self.counting_pool = wire.make_pool(location, parser)
         self.app = make_app(lib.factory(self.pool), size.payload())
+        self.counted_app = make_app(lib.factory(self.counting_pool), size.payload())
         self.db = admin if lib.db < 0 else redis.Redis.from_url(db_url(url, lib.db))
         self.keep: set[bytes] = set()
         self.shared_cookie = ""
@@ -111,11 +117,13 @@ class Target:
         if self.lib.server_side:
             self.db.flushdb()
         self.pool.disconnect()
+        self.counting_pool.disconnect()
 
 
 def stored_size(db: redis.Redis, key: bytes) -> dict[str, Any]:
     """What one session costs the server: its value and its memory."""
-    kind = db.type(key).decode()
+    kind = db.type(key)
+    kind = kind.decode() if isinstance(kind, bytes) else kind
     if kind == "string":
         value_bytes = db.strlen(key)
     elif kind == "hash":
@@ -157,7 +165,7 @@ class Unit:
         return statistics.median(self.samples)
 
 
-def session_unit(target: Target, scenario: Scenario) -> Unit:
+def session_unit(target: Target, scenario: Scenario, counted: bool = False) -> Unit:
     headers = {}
     if scenario.name == "csrf":
         headers["X-CSRF-Token"] = target.csrf_token
@@ -178,7 +186,7 @@ def session_unit(target: Target, scenario: Scenario) -> Unit:
             for cookie in cookies
         ]
 
-    app = target.app
+    app = target.counted_app if counted else target.app
 
     def run(envs: list[Any]) -> None:
         for env in envs:
@@ -189,12 +197,12 @@ def session_unit(target: Target, scenario: Scenario) -> Unit:
 
 def record(target: Target, scenario: Scenario) -> dict[str, Any]:
     """Round trips, commands and bytes of one request (the last of a few)."""
-    unit = session_unit(target, scenario)
+    unit = session_unit(target, scenario, counted=True)
     envs = unit.prepare(RECORDED_REQUESTS)
     recorder = wire.Recorder()
     for env in envs:
         with recorder:
-            reply = call(target.app, env)
+            reply = call(target.counted_app, env)
     unit.cleanup()
     trips = recorder.trips
     return {
@@ -221,7 +229,7 @@ def floor_units(
         for env in envs:
             call_fast(app, env)
 
-    pool = wire.make_pool(db_url(url, FLOOR_DB), parser)
+    pool = wire.make_pool(db_url(url, FLOOR_DB), parser, counting=False)
     client = redis.Redis(connection_pool=pool)
     key = f"floor:{size.name}"
     client.set(key, random.Random(size.name).randbytes(size.total), ex=TIMEOUT)
@@ -264,7 +272,11 @@ def run_size(
 ) -> dict[str, Any]:
     """Record then time every unit of one session size."""
     admin = redis.Redis.from_url(url)
-    targets = {lib.name: Target(lib, size, url, parser, admin) for lib in libs}
+    targets = {
+        lib.name: Target(lib, size, url, parser, admin)
+        for lib in libs
+        if lib.fits(size)
+    }
     units: list[Unit] = []
     records: dict[str, dict[str, Any]] = {}
     try:
@@ -283,7 +295,7 @@ def run_size(
                     continue
                 records[f"{target.lib.name}/{scenario.name}"] = record(target, scenario)
                 units.append(session_unit(target, scenario))
-        bare_cookie = next(iter(targets.values())).shared_cookie
+        bare_cookie = targets["ours"].shared_cookie
         floor, close_floor = floor_units(url, parser, size, bare_cookie)
         units += floor
         per_batch = requests_per_batch(n, size)

@@ -101,7 +101,7 @@ def text_report(report: dict[str, Any]) -> str:
         f"server: {meta['server']}; redis-py parser: {meta['parser']}; "
         f"versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}",
         "µs = median over interleaved batches of µs/request; ratios = median of "
-        "per-batch ratios; floor = Pyramid's untouched request + budget × GETEX.",
+        "per-batch ratios; floor = Pyramid's untouched request + budget x GETEX.",
         "rt = Redis round trips per request ('!' = over SPEC's budget).",
     ]
     for lib in report["libraries"]:
@@ -113,8 +113,8 @@ def text_report(report: dict[str, Any]) -> str:
         libs = report["libraries"]
         out.append("")
         out.append(
-            f"== {size['name']}: {size['keys']} keys × {size['value_bytes']} B "
-            f"({result['batches']} batches × {result['requests_per_batch']} "
+            f"== {size['name']}: {size['keys']} keys x {size['value_bytes']} B "
+            f"({result['batches']} batches x {result['requests_per_batch']} "
             f"requests per unit) =="
         )
         out.append(timing_table(result, libs))
@@ -158,10 +158,19 @@ def plot(report: dict[str, Any], path: str) -> None:
         ax.set_ylabel("µs / request (median)")
         ax.set_title(f"session {result['size']['name']}")
         ax.grid(axis="y", which="both", alpha=0.3)
-    axes[0, 0].legend(loc="upper left", fontsize="small", ncol=len(series))
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        ncol=len(series),
+        bbox_to_anchor=(0.5, 0.985),
+        fontsize="small",
+        frameon=False,
+    )
     meta = report["meta"]
     fig.suptitle(f"{meta['date']} · {meta['machine']} · parser {meta['parser']}",
-                 fontsize="small")  # fmt: skip
-    fig.tight_layout()
+                 fontsize="small", y=0.998)  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1, 0.975 - 0.01 / len(results)))
     fig.savefig(path, dpi=110)
     plt.close(fig)

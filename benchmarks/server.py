@@ -79,17 +79,20 @@ def redis_server(prefer: str | None = None) -> Iterator[tuple[str, str]]:
     try:
         for _attempt in range(5):
             port = free_port()
+            options = {
+                "port": str(port),
+                "bind": LOOPBACK,
+                "save": "",
+                "appendonly": "no",
+                "dir": str(workdir),
+                "daemonize": "no",
+                "logfile": str(workdir / "server.log"),
+            }
+            argv = [str(binary)]
+            for option, value in options.items():
+                argv += [f"--{option}", value]
             process = subprocess.Popen(
-                [
-                    str(binary),
-                    "--port", str(port),
-                    "--bind", LOOPBACK,
-                    "--save", "",
-                    "--appendonly", "no",
-                    "--dir", str(workdir),
-                    "--daemonize", "no",
-                    "--logfile", str(workdir / "server.log"),
-                ],  # fmt: skip
+                argv,
                 cwd=workdir,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

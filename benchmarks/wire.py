@@ -1,11 +1,10 @@
 """What each library sends to Redis: round trips, commands and bytes.
 
-Every library under test gets a ``redis.ConnectionPool`` built here, whose
-connection class reports each request it writes (one command, or a whole
-pipeline, transaction or script call: one round trip) to the active
-:class:`Recorder`, if any. Outside a recording nothing is recorded and the
-cost is one global lookup per round trip, the same for every library, so the
-timed passes use the very same pools.
+Every library under test gets its ``redis.ConnectionPool`` from here, all
+with the same reply parser. A counting pool's connection class reports each
+request it writes (one command, or a whole pipeline, transaction or script
+call: one round trip) to the active :class:`Recorder`, if any. Timed runs use
+plain pools, so that counting adds nothing to what is measured.
 
 What redis-py sends by itself while connecting (HELLO, CLIENT SETINFO, ...)
 and health-check PINGs are not counted.
@@ -75,7 +74,9 @@ def command_names(data: bytes) -> list[str]:
     pos = 0
     while pos < len(data):
         if data[pos : pos + 1] != b"*":
-            raise ValueError(f"not a RESP array at byte {pos}: {data[pos:pos + 20]!r}")
+            raise ValueError(
+                f"not a RESP array at byte {pos}: {data[pos : pos + 20]!r}"
+            )
         end = data.index(b"\r\n", pos)
         count = int(data[pos + 1 : end])
         pos = end + 2
@@ -113,7 +114,7 @@ class CountingConnection(Connection):
         return self._internally("check_health", *args, **kwargs)
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        super().send_packed_command(command, check_health)
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
         if _recorder is not None and not self._internal_depth:
             _recorder.record(command)
 
@@ -142,11 +143,14 @@ def parser_name(parser: str) -> str:
     return "hiredis" if "Hiredis" in parser_class(parser).__name__ else "python"
 
 
-def make_pool(url: str, parser: str = "auto", **kwargs: Any) -> ConnectionPool:
-    """A pool whose round trips the active recorder sees."""
+def make_pool(
+    url: str, parser: str = "auto", *, counting: bool = True, **kwargs: Any
+) -> ConnectionPool:
+    """A pool with the chosen parser; with ``counting``, the active recorder
+    sees its round trips."""
     return ConnectionPool.from_url(
         url,
-        connection_class=CountingConnection,
+        connection_class=CountingConnection if counting else Connection,
         parser_class=parser_class(parser),
         **kwargs,
     )
