@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 
 from . import app as bench_app
 from . import micro, report, wire
+from .report import machine_note
 from .server import redis_server
 
 HERE = Path(__file__).parent
@@ -21,24 +20,6 @@ HERE = Path(__file__).parent
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def machine_note() -> str:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{platform.node()}, {cpu}, {os.cpu_count()} CPUs, "
-        f"load {load[0]:.2f}, Python {platform.python_version()}"
-        if isinstance(load[0], float)
-        else f"{platform.node()}, {cpu}, {os.cpu_count()} CPUs"
-    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -16,6 +16,7 @@ flight, so any difference is a lost or doubled write.
 from __future__ import annotations
 
 import argparse
+import datetime
 import http.client
 import os
 import statistics
@@ -30,6 +31,7 @@ import redis
 
 from .app import LIBRARIES, SIZES, make_app
 from .micro import db_url
+from .report import machine_note
 
 WAITRESS_THREADS = 8
 SERVER_START_TIMEOUT = 30.0
@@ -47,8 +49,14 @@ def serve(argv: list[str]) -> None:
     parser.add_argument("--threads", type=int, default=WAITRESS_THREADS)
     args = parser.parse_args(argv)
 
+    import logging
+
     import waitress
     from redis import ConnectionPool
+
+    # A saturated server logs "Task queue depth is N" per request: that is
+    # the point of the test, not news.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
     lib = LIBRARIES[args.library]
     # Enough connections for every waitress thread.
@@ -306,7 +314,22 @@ def run_load(
             "ours/fork req/s: "
             f"{summary['ours']['rps_median'] / summary['fork']['rps_median']:.2f}"
         )
-    return {"summary": summary, "text": "\n".join(lines), "problems": problems}
+    meta = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_note(),
+        "users": args.users,
+        "clients": args.clients,
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "waitress_threads": WAITRESS_THREADS,
+    }
+    lines.insert(0, f"load test, {meta['date']}, {meta['machine']}")
+    return {
+        "meta": meta,
+        "summary": summary,
+        "text": "\n".join(lines),
+        "problems": problems,
+    }
 
 
 if __name__ == "__main__":

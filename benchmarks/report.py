@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 from .app import LIBRARIES, SCENARIOS
 from .micro import summarise
 
-SHORT = {"ours": "ours", "fork": "fork", "cookie": "cookie"}
+
+def machine_note() -> str:
+    """Host, CPU model and count, load average and Python: the run's context."""
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = f", load {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
+    return (
+        f"{platform.node()}, {cpu}, {os.cpu_count()} CPUs{load}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def _num(value: float | None, fmt: str = "{:.0f}") -> str:
