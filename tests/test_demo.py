@@ -64,14 +64,57 @@ def with_cookie(app: webtest.TestApp, value: str) -> webtest.TestApp:
     return other
 
 
+def add_one(page: webtest.TestResponse) -> webtest.TestResponse:
+    return post_form(page, "count-form")
+
+
 def test_counter_increments_across_requests(app: webtest.TestApp) -> None:
-    assert [count(app.get("/")) for _ in range(3)] == [1, 2, 3]
+    page = app.get("/")
+    counts = [count(page)]
+    for _ in range(3):
+        page = add_one(page)
+        counts.append(count(page))
+    assert counts == [0, 1, 2, 3]
+    assert count(app.get("/")) == 3  # showing the page counts nothing
 
 
 def test_new_browser_starts_its_own_count(app: webtest.TestApp) -> None:
-    app.get("/")
-    app.get("/")
-    assert count(webtest.TestApp(app.app).get("/")) == 1
+    add_one(add_one(app.get("/")))
+    assert count(webtest.TestApp(app.app).get("/")) == 0
+
+
+def text(page: webtest.TestResponse, id_: str) -> str:
+    return " ".join(page.html.find(id=id_).text.split())
+
+
+def test_panel_shows_a_read_costs_one_round_trip_and_saves_nothing(
+    app: webtest.TestApp,
+) -> None:
+    first = app.get("/")  # a new session: its CSRF token is created
+    assert text(first, "stored") == "nothing yet: this session is not in Redis"
+    assert first.headers["X-Redis-Round-Trips"] == "1"  # the create
+    page = app.get("/")
+    assert text(page, "so-far") == "1 round trip: EVALSHA load"
+    assert text(page, "previous") == "1 round trip: EVALSHA write"
+    assert text(page, "saved") == "(created), _csrft_"
+    again = app.get("/")
+    assert again.headers["X-Redis-Round-Trips"] == "1"
+    assert text(again, "previous") == "1 round trip: EVALSHA load"
+    assert text(again, "saved") == "none" and text(again, "deleted") == "none"
+    assert text(again, "key").startswith("session:<sha256:")
+    assert app.cookies[COOKIE] not in again.text  # the id is never shown
+    assert text(again, "stored").startswith("2 fields, ")
+    assert "expires in 1" in text(again, "stored")
+
+
+def test_panel_shows_the_field_a_write_saved(app: webtest.TestApp) -> None:
+    page = post_form(app.get("/"), "note", note="hello")
+    page = add_one(page)
+    assert text(page, "previous") == ("2 round trips: EVALSHA load, EVALSHA write")
+    assert text(page, "saved") == "count"
+    after_flash = post_form(page, "note", note="again")
+    # The note request's save: the note and its flash message.
+    assert text(after_flash, "saved") == "note, (a flash message)"
 
 
 def test_flash_message_is_shown_once(app: webtest.TestApp) -> None:
@@ -101,8 +144,7 @@ def test_login_without_csrf_token_is_rejected(app: webtest.TestApp) -> None:
 
 
 def test_login_changes_session_cookie_and_keeps_data(app: webtest.TestApp) -> None:
-    page = post_form(app.get("/"), "note", note="kept")
-    visits = count(page)
+    page = add_one(post_form(app.get("/"), "note", note="kept"))
     before = app.cookies[COOKIE]
 
     page = post_form(page, "login", username="alice")
@@ -111,17 +153,17 @@ def test_login_changes_session_cookie_and_keeps_data(app: webtest.TestApp) -> No
     assert user(page) == "Logged in as alice."
     assert flashes(page) == ["Logged in as alice."]
     assert note(page) == "kept"
-    assert count(page) == visits + 1
+    assert count(page) == 1
 
 
 def test_cookie_from_before_login_no_longer_works(app: webtest.TestApp) -> None:
-    page = app.get("/")
+    page = add_one(app.get("/"))
     before = app.cookies[COOKIE]
     post_form(page, "login", username="alice")
 
     stale = with_cookie(app, before).get("/")
 
-    assert count(stale) == 1
+    assert count(stale) == 0
     assert user(stale) == "Not logged in."
 
 
@@ -132,7 +174,7 @@ def test_login_needs_a_user_name(app: webtest.TestApp) -> None:
 
 
 def test_logout_clears_the_session(app: webtest.TestApp) -> None:
-    page = post_form(app.get("/"), "note", note="private")
+    page = add_one(post_form(app.get("/"), "note", note="private"))
     page = post_form(page, "login", username="alice")
     logged_in = app.cookies[COOKIE]
 
@@ -141,13 +183,13 @@ def test_logout_clears_the_session(app: webtest.TestApp) -> None:
     assert flashes(page) == ["Logged out."]
     assert user(page) == "Not logged in."
     assert note(page) == ""
-    assert count(page) == 1
+    assert count(page) == 0
     assert app.cookies[COOKIE] != logged_in
     # The logged-in session is gone from Redis, not merely forgotten by
     # this browser: its cookie, presented again, finds nothing.
     stale = with_cookie(app, logged_in).get("/")
     assert user(stale) == "Not logged in."
-    assert count(stale) == 1
+    assert count(stale) == 0
 
 
 def test_logout_without_csrf_token_is_rejected(app: webtest.TestApp) -> None:
@@ -198,7 +240,7 @@ def test_without_url_an_embedded_valkey_is_started_and_used(
         assert url in started[0].getMessage()
 
         browser = webtest.TestApp(router)
-        assert [count(browser.get("/")) for _ in range(2)] == [1, 2]
+        assert count(add_one(browser.get("/"))) == 1
         client = redis.Redis.from_url(url)
         try:
             keys = list(client.scan_iter())

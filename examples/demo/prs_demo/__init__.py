@@ -10,9 +10,10 @@ import logging
 from typing import Any
 
 from pyramid.config import Configurator
+from pyramid.events import NewResponse
 from pyramid.router import Router
 
-from . import views
+from . import inspector, views
 from .embedded import start_valkey
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,19 @@ def main(global_config: dict[str, Any], **settings: Any) -> Router:
             settings["redis.sessions.url"],
         )
 
+    # The sessions' connections count round trips for the page's panel.
+    counted = inspector.Inspector(
+        settings["redis.sessions.url"],
+        settings.get("redis.sessions.prefix", "session:"),
+    )
+    settings["redis.sessions.connection_pool"] = counted.pool
+
     with Configurator(settings=settings) as config:
         # Kept so that whoever built the app (a test, say) can stop it early.
         config.registry.embedded_valkey = valkey
+        config.registry.inspector = counted
+        config.add_tween("prs_demo.inspector.tween_factory")
+        config.add_subscriber(inspector.on_new_response, NewResponse)
 
         # Reads the redis.sessions.* settings and sets the session factory.
         config.include("pyramid_redis_sessions")
@@ -46,10 +57,12 @@ def main(global_config: dict[str, Any], **settings: Any) -> Router:
         config.set_default_csrf_options(require_csrf=True)
 
         config.add_route("home", "/")
+        config.add_route("count", "/count")
         config.add_route("note", "/note")
         config.add_route("login", "/login")
         config.add_route("logout", "/logout")
         config.add_view(views.home, route_name="home", request_method="GET")
+        config.add_view(views.count, route_name="count", request_method="POST")
         config.add_view(views.save_note, route_name="note", request_method="POST")
         config.add_view(views.login, route_name="login", request_method="POST")
         config.add_view(views.logout, route_name="logout", request_method="POST")

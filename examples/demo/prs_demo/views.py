@@ -12,27 +12,59 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.request import Request
 from pyramid.response import Response
 
-from .page import render_page
+from .inspector import Inspector, Record, digest, session_key
+from .page import Panel, render_page
 
 MAX_NOTE_LENGTH = 200
-FORMS = ("note", "login", "logout")  # route names, posted to by the page's forms
+# Route names, posted to by the page's forms.
+FORMS = ("count", "note", "login", "logout")
 
 
 def home(request: Request) -> Response:
-    """Count this visit and show the page."""
+    """Show the page. Once the session has its CSRF token, this only reads:
+    one round trip, and nothing is saved (unless a flash message is shown,
+    which removes it)."""
     session = request.session
-    session["count"] = session.get("count", 0) + 1
-    return Response(
-        render_page(
-            count=session["count"],
-            # Popped, not peeked: each message is shown once.
-            messages=session.pop_flash(),
-            note=session.get("note", ""),
-            user=session.get("user"),
-            csrf_token=session.get_csrf_token(),
-            urls={name: request.route_path(name) for name in FORMS},
-        )
+    page = render_page(
+        count=session.get("count", 0),
+        # Popped, not peeked: each message is shown once.
+        messages=session.pop_flash(),
+        note=session.get("note", ""),
+        user=session.get("user"),
+        csrf_token=session.get_csrf_token(),
+        urls={name: request.route_path(name) for name in FORMS},
+        panel=panel(request),
     )
+    return Response(page)
+
+
+def panel(request: Request) -> Panel:
+    """What the page's inspector shows."""
+    inspector: Inspector = request.registry.inspector
+    record: Record = request.round_trips
+    key = session_key(request)
+    stored = (
+        inspector.stored(key) if key is not None and not request.session.new else None
+    )
+    previous = inspector.previous(key) if key is not None else None
+    return Panel(
+        # As the package's own log lines name it: a digest of the id.
+        key=(
+            f"{inspector.prefix}<sha256:{digest(key[len(inspector.prefix) :])}>"
+            if key
+            else None
+        ),
+        stored=stored,
+        so_far=record.commands,
+        previous=previous.commands if previous else None,
+        saved=previous.saved if previous else ([], []),
+    )
+
+
+def count(request: Request) -> HTTPSeeOther:
+    """Add one to the counter: a write, saved as a one-field delta."""
+    request.session["count"] = request.session.get("count", 0) + 1
+    return HTTPSeeOther(request.route_url("home"))
 
 
 def save_note(request: Request) -> HTTPSeeOther:
