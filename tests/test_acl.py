@@ -1,0 +1,73 @@
+"""The least-privilege ACL user that docs/redis.rst recommends can run the
+package's core flow, and every command the flow sends is on its list."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import webtest
+
+from pyramid_redis_sessions import RedisSessionFactory
+from tests.app import SECRET, make_app, results
+from tests.servers import BaseServer
+
+DOC = Path(__file__).parent.parent / "docs" / "redis.rst"
+PASSWORD = "acl-test-password"
+
+
+def documented_setuser() -> list[str]:
+    """The ``ACL SETUSER`` line of the docs, as arguments, for our test user."""
+    (rules,) = re.findall(
+        r"^\s*ACL SETUSER sessions on >\(a long random password\) (.+)$",
+        DOC.read_text(),
+        re.MULTILINE,
+    )
+    return ["ACL", "SETUSER", "acltest", "on", f">{PASSWORD}", *rules.split()]
+
+
+@pytest.fixture
+def acl_app(server: BaseServer) -> Iterator[webtest.TestApp]:
+    if not server.owned:
+        pytest.skip("creates an ACL user: needs a server this suite started")
+    admin = server.admin()
+    admin.execute_command(*documented_setuser())
+    url = f"redis://acltest:{PASSWORD}@{server.host}:{server.port}/0"
+    try:
+        yield make_app(RedisSessionFactory(SECRET, url=url, prefix="session:"))
+    finally:
+        admin.execute_command("ACL", "DELUSER", "acltest")
+
+
+def test_the_documented_acl_user_runs_the_core_flow(
+    acl_app: webtest.TestApp, server: BaseServer
+) -> None:
+    server.admin().script_flush()  # the user must be able to load them too
+    testapp = acl_app
+    testapp.get("/do?op=set:a:1&op=flash:hi&op=adjust:600")
+    assert results(testapp.get("/do?op=get:a&op=pop_flash")) == ["1", ["hi"]]
+    testapp.get("/do?op=regenerate&op=set:b:2&op=del:a")
+    testapp.get("/do?op=invalidate&op=set:c:3")
+    assert results(testapp.get("/do?op=items")) == [[["c", "3"]]]
+    testapp.get("/do?op=invalidate")
+    assert results(testapp.get("/do?op=new")) == [True]
+
+
+def test_the_documented_user_may_not_touch_other_keys(
+    acl_app: webtest.TestApp, server: BaseServer
+) -> None:
+    """Control: the rules bite, so the test above would fail on a missing
+    command."""
+    user = redis.Redis(
+        host=server.host, port=server.port, username="acltest", password=PASSWORD
+    )
+    try:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            user.set("other:key", "x")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            user.keys("*")
+    finally:
+        user.close()
