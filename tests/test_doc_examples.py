@@ -1,0 +1,82 @@
+"""The Python in the docs runs: every example is included from a file in
+docs/examples, and these tests run those files against a real server."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import redis
+import webtest
+from pyramid.config import Configurator
+from pyramid.request import Request
+
+from tests.servers import BaseServer
+
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+def example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        f"doc_example_{name}", DOCS / "examples" / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # Pyramid looks its caller up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def environment(monkeypatch: pytest.MonkeyPatch, server: BaseServer) -> None:
+    monkeypatch.setenv("SESSION_SECRET", "doc-example-secret")
+    monkeypatch.setenv("REDIS_URL", server.url)
+
+
+def test_python_in_the_docs_comes_only_from_the_examples() -> None:
+    for page in DOCS.glob("*.rst"):
+        text = page.read_text()
+        assert ".. code-block:: python" not in text, page.name
+        for included in re.findall(r"\.\. literalinclude:: (\S+)", text):
+            assert (DOCS / included).is_file(), (page.name, included)
+
+
+def test_app_logs_in_with_a_new_id_and_out(server: BaseServer, prefix: str) -> None:
+    app = example("app")
+    settings = {"redis.sessions.url": server.url, "redis.sessions.prefix": prefix}
+    browser = webtest.TestApp(app.main({}, **settings))
+    browser.post("/login", {"name": "ann", "password": "wrong"}).follow()
+    before = browser.cookies["session"]
+    page = browser.post(
+        "/login",
+        {"name": "ann", "password": "correct horse battery staple", "remember": "1"},
+    ).follow()
+    assert page.text == "Logged in as ann."
+    assert browser.cookies["session"] != before
+    (key,) = server.client().keys(prefix + "*")
+    assert server.client().ttl(key) > 29 * 24 * 3600  # "remember me"
+    page = browser.post("/logout").follow()
+    assert page.text == "You are logged out."
+    assert key not in server.client().keys(prefix + "*")
+
+
+def test_factories(server: BaseServer) -> None:
+    factories = example("factories")
+    settings = {"redis.sessions.secret": "s", "redis.sessions.url": server.url}
+    assert factories.main({}, **settings) is not None
+    factory = factories.make_factory()
+    kwargs = factory.store.client.connection_pool.connection_kwargs
+    assert kwargs["port"] == server.port and factory.timeout == 1800
+
+
+def test_client_callable(server: BaseServer) -> None:
+    sessions = example("sessions")
+    with Configurator() as config:
+        config.registry.redis_client = client = redis.Redis.from_url(server.url)
+    request = Request.blank("/")
+    request.registry = config.registry
+    assert sessions.session_client(request, url="ignored") is client
