@@ -23,7 +23,7 @@ import redis
 from pyramid.events import NewResponse
 from pyramid.request import Request
 
-from pyramid_redis_sessions.store import LOAD, WRITE
+from pyramid_redis_sessions.store import LOAD, SCRIPTS, WRITE
 from pyramid_redis_sessions.testing import RoundTripCounter, split_packed
 
 #: The commands of the request being served by this thread, if any.
@@ -102,6 +102,11 @@ class Inspector:
         self.pool = self.counter.pool(url)
         self._admin = redis.Redis.from_url(url, socket_timeout=2)
         self._lock = threading.Lock()
+        # A server that does not know a script yet costs one more round
+        # trip, once (redis-py loads it on NOSCRIPT); loaded here, so that
+        # the panel shows what every later request costs.
+        for script in SCRIPTS:
+            self._admin.script_load(script.script)
         self._previous: OrderedDict[str, Record] = OrderedDict()
 
     def remember(self, key: str, record: Record) -> None:
