@@ -279,7 +279,8 @@ class RedisSession:
                 created = _number(payload)
             elif field == TIMEOUT:
                 timeout = int(_number(payload))
-            # Other reserved names are a later format's: verified, kept.
+            # Other reserved names are a later format's: verified, left in
+            # place by saves (a new id does not carry them).
         if created is None:
             raise BadValue("the session has no creation time")
         self._data = data
