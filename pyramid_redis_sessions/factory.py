@@ -227,14 +227,26 @@ def session_factory_from_settings(settings: Mapping[str, Any]) -> SessionFactory
     Raises :class:`~pyramid_redis_sessions.exceptions.ConfigurationError`
     naming any setting that is unknown or has a bad value.
     """
-    given = {**_DEFAULTS, **settings_options(settings)}
-    return _build(given, lambda name: f"setting {PREFIX + name!r}")
+    read = settings_options(settings)
+    given = {**_DEFAULTS, **read.options}
+    return _build(
+        given,
+        lambda name: f"setting {read.keys.get(name, PREFIX + name)!r}",
+        read.warnings,
+    )
 
 
-def _build(given: Mapping[str, Any], label: Callable[[str], str]) -> SessionFactory:
+def _build(
+    given: Mapping[str, Any],
+    label: Callable[[str], str],
+    notes: Sequence[Warning] = (),
+) -> SessionFactory:
     """Coerce every option once (``label`` names it in errors) and build the
-    factory. Called directly by the two public entry points, so that
+    factory; ``notes`` are warnings found while reading the settings.
+    Called directly by the two public entry points, so that
     ``stacklevel=3`` names the application's line in warnings."""
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
     opts: dict[str, Any] = {}
     for name, value in given.items():
         if name in DEPRECATED:
