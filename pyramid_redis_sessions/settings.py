@@ -309,6 +309,7 @@ OPTIONS: Mapping[str, Callable[[Any], Any]] = {
     "id_generator": _callable,
     "prefix": _text,
     "detect_changes": _bool,
+    "legacy_cookies": _bool,
     **dict.fromkeys(DEPRECATED, _anything),
 }
 

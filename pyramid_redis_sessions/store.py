@@ -236,8 +236,8 @@ class RedisStore:
     def load_legacy(self, key: str) -> tuple[bytes | None, int | None]:
         """The bytes at ``key``, a whole key that 1.x or
         pyramid_session_redis wrote (``None`` if it is gone), and its
-        remaining lifetime in whole seconds, rounded down (``None`` for no
-        expiry).
+        remaining lifetime in whole seconds, rounded down but at least 1
+        (``None`` for no expiry).
 
         The value is an unsigned pickle: read only a key that a legacy cookie
         named and that verified with the secret.
@@ -249,4 +249,6 @@ class RedisStore:
             raw, pttl = pipe.execute()
         if raw is None:
             return None, None
-        return raw, (pttl // 1000 if pttl >= 0 else None)
+        # Whole seconds for EXPIRE, rounded down so the new key does not
+        # outlive the old one, but at least one so that it is created at all.
+        return raw, (max(1, pttl // 1000) if pttl >= 0 else None)
