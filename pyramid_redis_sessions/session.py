@@ -205,7 +205,7 @@ class RedisSession:
         self._loaded = False
         self._registered = False
         self._doomed: list[str] = []  # keys to delete when the response goes
-        #: Whole keys to delete then: a legacy session's, once it is read.
+        #: Whole keys to delete then: a legacy session's old key.
         self._doomed_keys: list[str] = []
         self._start()
 
