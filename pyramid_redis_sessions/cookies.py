@@ -4,6 +4,11 @@ The cookie value is WebOb's :class:`~webob.cookies.SignedSerializer` output
 for the id (HMAC-SHA512 with a salt of its own, checked in constant time).
 Nothing in it is unpickled. ``secret_fallbacks`` are tried after ``secret``
 when reading, so secrets can be rotated without logging everyone out.
+
+A value that is not one of ours may be a cookie of the packages this one
+replaces; given a :class:`~pyramid_redis_sessions.legacy.LegacyCookies`
+(the ``legacy_cookies`` option), the codec asks it before calling the
+cookie invalid.
 """
 
 from __future__ import annotations
@@ -11,10 +16,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyramid.request import Request
 from pyramid.response import Response
 from webob.cookies import SignedSerializer
+
+if TYPE_CHECKING:  # legacy imports this module
+    from .legacy import LegacyCookie, LegacyCookies
 
 __all__ = ["MAX_COOKIE_SIZE", "CookieCodec", "CookieSettings", "CookieState"]
 
@@ -47,6 +56,9 @@ class CookieState:
     #: Signed with ``secret`` (false when only a fallback verified it, so
     #: that the cookie is signed anew).
     current: bool
+    #: A verified cookie of 1.0.1 or pyramid_session_redis, when the value
+    #: is not one of ours (``session_id`` is then ``None``).
+    legacy: LegacyCookie | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +78,11 @@ class CookieCodec:
     """Reads, sets and deletes the session cookie."""
 
     def __init__(
-        self, secret: str, fallbacks: Iterable[str], settings: CookieSettings
+        self,
+        secret: str,
+        fallbacks: Iterable[str],
+        settings: CookieSettings,
+        legacy: LegacyCookies | None = None,
     ) -> None:
         serializer = _IdSerializer()
         self._signers = [
@@ -74,6 +90,8 @@ class CookieCodec:
             for s in (secret, *fallbacks)
         ]
         self.settings = settings
+        #: Reads the old packages' cookies; ``None`` when they are refused.
+        self.legacy = legacy
 
     def sign(self, session_id: str) -> str:
         value: bytes = self._signers[0].dumps(session_id)
@@ -104,6 +122,9 @@ class CookieCodec:
             return CookieState(None, present=False, current=False)
         session_id, current = self.unsign(value)
         if session_id is None:
+            legacy = self.legacy.read(value) if self.legacy is not None else None
+            if legacy is not None:
+                return CookieState(None, present=True, current=False, legacy=legacy)
             log.warning("session cookie is not valid (bad signature or format)")
         return CookieState(session_id, present=True, current=current)
 

@@ -9,6 +9,7 @@ request then shares.
 from __future__ import annotations
 
 import inspect
+import pickle
 import secrets
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,7 @@ from .client import (
 )
 from .cookies import CookieCodec, CookieSettings
 from .exceptions import ConfigurationError
+from .legacy import LegacyCookies
 from .serializers import FunctionSerializer, PickleSerializer, Serializer
 from .session import SessionFactory
 from .settings import DEPRECATED, PREFIX, coerce_option, settings_options
@@ -89,6 +91,7 @@ def RedisSessionFactory(
     ssl_cert_reqs: str | None = None,
     encoding: Any = None,
     encoding_errors: Any = None,
+    legacy_cookies: bool = True,
 ) -> SessionFactory:
     """Return a Pyramid session factory that keeps sessions in Redis.
 
@@ -212,6 +215,18 @@ def RedisSessionFactory(
       Save nested changes (``session['cart'].append(x)``) without
       ``changed()``. Default: ``True``.
 
+    ``legacy_cookies``
+      Recognise the cookies of ``pyramid_redis_sessions`` 1.x and of
+      ``pyramid_session_redis`` (signed with ``secret`` or one of
+      ``secret_fallbacks``), load the session each names from its old key
+      (with ``deserialize`` if given, else :func:`pickle.loads`, as those
+      packages did), and move it to the new format, under a new id, on that
+      response. Turn it off once one ``timeout`` has passed after the
+      upgrade: old values are unsigned pickles. When false, such cookies
+      are invalid cookies. Default: ``True``.
+
+      .. versionadded:: 2.0
+
     ``charset``, ``errors``, ``encoding``, ``encoding_errors``
       Accepted with a :class:`DeprecationWarning` and ignored.
 
@@ -227,14 +242,26 @@ def session_factory_from_settings(settings: Mapping[str, Any]) -> SessionFactory
     Raises :class:`~pyramid_redis_sessions.exceptions.ConfigurationError`
     naming any setting that is unknown or has a bad value.
     """
-    given = {**_DEFAULTS, **settings_options(settings)}
-    return _build(given, lambda name: f"setting {PREFIX + name!r}")
+    read = settings_options(settings)
+    given = {**_DEFAULTS, **read.options}
+    return _build(
+        given,
+        lambda name: f"setting {read.keys.get(name, PREFIX + name)!r}",
+        read.warnings,
+    )
 
 
-def _build(given: Mapping[str, Any], label: Callable[[str], str]) -> SessionFactory:
+def _build(
+    given: Mapping[str, Any],
+    label: Callable[[str], str],
+    notes: Sequence[Warning] = (),
+) -> SessionFactory:
     """Coerce every option once (``label`` names it in errors) and build the
-    factory. Called directly by the two public entry points, so that
+    factory; ``notes`` are warnings found while reading the settings.
+    Called directly by the two public entry points, so that
     ``stacklevel=3`` names the application's line in warnings."""
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
     opts: dict[str, Any] = {}
     for name, value in given.items():
         if name in DEPRECATED:
@@ -264,6 +291,7 @@ def _build(given: Mapping[str, Any], label: Callable[[str], str]) -> SessionFact
             serializer_ = PickleSerializer()
     redis_options = {name: opts[name] for name in _REDIS_OPTIONS}
     check_connection_options(redis_options)
+    legacy_loads = opts["deserialize"] or pickle.loads
     store = None
     if opts["client_callable"] is None:
         store = RedisStore(make_client(**redis_options), opts["prefix"])
@@ -281,6 +309,9 @@ def _build(given: Mapping[str, Any], label: Callable[[str], str]) -> SessionFact
                 httponly=opts["cookie_httponly"],
                 samesite=opts["cookie_samesite"],
             ),
+            LegacyCookies(opts["secret"], opts["secret_fallbacks"])
+            if opts["legacy_cookies"]
+            else None,
         ),
         serializer=serializer_,
         timeout=opts["timeout"],
@@ -292,6 +323,7 @@ def _build(given: Mapping[str, Any], label: Callable[[str], str]) -> SessionFact
         store=store,
         client_callable=opts["client_callable"],
         redis_options=redis_options,
+        legacy_loads=legacy_loads,
     )
 
 

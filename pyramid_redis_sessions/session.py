@@ -7,7 +7,10 @@ A request reads top to bottom:
 2. The first read or write loads the session (one script call: every field
    of its hash, and its expiry slid), or starts a new one when there is no
    valid cookie or no live key behind it. Every field's MAC is checked
-   there; values are deserialized only when first read.
+   there; values are deserialized only when first read. A verified cookie
+   of 1.x or pyramid_session_redis loads that package's value instead
+   (:meth:`RedisSession._load_legacy`), which the save then moves to a new
+   id in the new format.
 3. Dict work happens in memory.
 4. A response callback, registered once, saves at most once: only the
    fields this request set, changed in place or deleted, applied by one
@@ -21,6 +24,7 @@ import functools
 import hashlib
 import logging
 import math
+import pickle
 import secrets
 import threading
 import time
@@ -35,7 +39,8 @@ from pyramid.response import Response
 from zope.interface import implementer
 
 from .cookies import CookieCodec
-from .exceptions import SessionStoreError
+from .exceptions import BadLegacyValue, SessionStoreError
+from .legacy import LegacyCookie, LegacySession, decode_value
 from .serializers import Serializer
 from .store import RedisStore
 from .values import (
@@ -102,6 +107,8 @@ class SessionFactory:
     store: RedisStore | None
     client_callable: Callable[..., redis.Redis] | None
     redis_options: dict[str, Any]
+    #: Reads the values of legacy sessions (1.x's ``deserialize``).
+    legacy_loads: Callable[[bytes], Any] = pickle.loads
 
     def __call__(self, request: Request) -> RedisSession:
         return RedisSession(request, self)
@@ -198,6 +205,8 @@ class RedisSession:
         self._loaded = False
         self._registered = False
         self._doomed: list[str] = []  # keys to delete when the response goes
+        #: Whole keys to delete then: a legacy session's old key.
+        self._doomed_keys: list[str] = []
         self._start()
 
     def _start(self) -> None:
@@ -228,6 +237,8 @@ class RedisSession:
         self._source_id: str | None = None  # the id it was loaded from
         self._from_redis = False
         self._dirty = False
+        #: A moved legacy session's key may not outlive the old one's TTL.
+        self._legacy_ttl: int | None = None
 
     # -- loading ---------------------------------------------------------
 
@@ -248,6 +259,8 @@ class RedisSession:
         self._register()
         if self._cookie.session_id is not None:
             self._load_stored(self._cookie.session_id)
+        elif self._cookie.legacy is not None:
+            self._load_legacy(self._cookie.legacy)
 
     def _load_stored(self, session_id: str) -> None:
         f = self._factory
@@ -293,6 +306,95 @@ class RedisSession:
             self._own_timeout = True
         self._id = self._stored_id = self._source_id = session_id
         self._from_redis = True
+
+    def _load_legacy(self, cookie: LegacyCookie) -> None:
+        """Load the session 1.x or pyramid_session_redis stored under the key
+        a verified legacy cookie names, to be moved to a new id in the new
+        format when the response goes (the old key deleted in that same
+        round trip). The value is an unsigned pickle: this is the only path
+        that reads one, and only for a cookie signed with the secret."""
+        key = cookie.redis_key
+        try:
+            raw, ttl = self._get_store().load_legacy(key)
+        except BadValue as e:  # the key holds another Redis type
+            self._reject_legacy(key, str(e))
+            return
+        if raw is None:
+            return  # expired: a fresh session, and the cookie is cleared
+        self._doomed_keys.append(key)
+        try:
+            legacy = decode_value(cookie.kind, raw, self._factory.legacy_loads)
+            self._check_serializable(legacy)
+        except BadLegacyValue as e:
+            self._reject_legacy(key, str(e))
+            return
+        absolute = self._factory.absolute_timeout
+        if absolute is not None and legacy.created + absolute <= time.time():
+            return  # past its deadline: gone, as the load script would say
+        if legacy.dropped_keys:
+            log.warning(
+                "legacy session at %s had keys that are not str, which the new "
+                "format cannot store; dropped: %s",
+                self._describe_legacy(key),
+                ", ".join(legacy.dropped_keys),
+            )
+        self._adopt_legacy(legacy, ttl)
+
+    def _check_serializable(self, legacy: LegacySession) -> None:
+        """BadLegacyValue unless the serializer can store every value, so that
+        the move cannot fail in the response callback."""
+        dumps = self._factory.serializer.dumps
+        try:
+            for value in legacy.data.values():
+                dumps(value)
+            for messages in legacy.flash.values():
+                for message in messages:
+                    dumps(message)
+        except Exception as e:  # a serializer may raise anything
+            raise BadLegacyValue(
+                f"{type(e).__name__} while serializing for the new format"
+            ) from None
+
+    def _adopt_legacy(self, legacy: LegacySession, ttl: int | None) -> None:
+        """Take a decoded legacy session as this request's, not stored yet:
+        the save creates it under a new id, whether or not it was changed."""
+        data = dict(legacy.data)
+        if legacy.csrf_token is not None:
+            data[_CSRF_KEY] = legacy.csrf_token
+        self._data = data
+        flash: dict[str, dict[bytes, Any]] = {}
+        for queue, messages in legacy.flash.items():
+            for message in messages:
+                field = _flash_field(queue)
+                flash.setdefault(queue, {})[field] = message
+                self._flash_added[field] = message
+        self._flash = flash
+        self._created = legacy.created
+        if legacy.timeout != self._factory.timeout:
+            self._timeout = legacy.timeout
+            self._own_timeout = True
+        self._legacy_ttl = ttl
+        self._from_redis = True  # not new: it was the user's session already
+        self._dirty = True
+
+    def _reject_legacy(self, key: str, reason: str) -> None:
+        log.warning(
+            "legacy session value at %s could not be loaded (%s); starting a "
+            "new session",
+            self._describe_legacy(key),
+            reason,
+        )
+        if key not in self._doomed_keys:
+            self._doomed_keys.append(key)
+
+    def _describe_legacy(self, key: str) -> str:
+        """Name a legacy key in logs: the current prefix if it has it, and a
+        digest of the rest, which holds the old session id."""
+        prefix = self._factory.prefix
+        if not (prefix and key.startswith(prefix)):
+            prefix = ""
+        digest = hashlib.sha256(key[len(prefix) :].encode("utf-8")).hexdigest()[:12]
+        return f"legacy key {prefix}<sha256:{digest}>"
 
     def _seal_for(self, session_id: str) -> SessionSeal:
         """The sealer of ``session_id``'s fields, made once per id."""
@@ -348,6 +450,8 @@ class RedisSession:
         if absolute is not None:
             left = max(1, math.ceil(self._created + absolute - time.time()))
             ttl = left if ttl is None else min(ttl, left)
+        if self._legacy_ttl is not None:
+            ttl = self._legacy_ttl if ttl is None else min(ttl, self._legacy_ttl)
         return ttl
 
     # -- saving ----------------------------------------------------------
@@ -399,8 +503,8 @@ class RedisSession:
                     self._describe(self._stored_id),
                 )
                 return _ENDED
-        if self._doomed:
-            self._get_store().delete(*self._doomed)
+        if self._doomed or self._doomed_keys:
+            self._get_store().delete(*self._doomed, keys=self._doomed_keys)
         return self._stored_id
 
     def _payload(self, key: str) -> bytes:
@@ -484,13 +588,20 @@ class RedisSession:
     def _create(self) -> str:
         store = self._get_store()
         replacing = tuple(self._doomed)
+        replacing_keys = tuple(self._doomed_keys)
         for _ in range(_CREATE_TRIES):
             session_id = self.session_id
             fields = self._all_fields(self._seal_for(session_id))
-            if store.create(session_id, fields, self._ttl(), replacing):
+            if store.create(
+                session_id,
+                fields,
+                self._ttl(),
+                replacing,
+                replacing_keys=replacing_keys,
+            ):
                 self._stored_id = session_id
                 return session_id
-            replacing = ()  # deleted by the first try
+            replacing = replacing_keys = ()  # deleted by the first try
             self._id = None
         raise SessionStoreError(
             f"no free session id in {_CREATE_TRIES} tries: id_generator "
@@ -532,6 +643,9 @@ class RedisSession:
         old = self._stored_id if self._loaded else self._cookie.session_id
         if old is not None:
             self._doomed.append(old)
+        legacy = self._cookie.legacy
+        if legacy is not None and not self._loaded:
+            self._doomed_keys.append(legacy.redis_key)  # deleted unread
         self._loaded = True
         self._register()
         self._start()

@@ -23,7 +23,14 @@ from redis.connection import parse_url
 from .exceptions import ConfigurationError
 from .serializers import Serializer, builtin_serializers
 
-__all__ = ["DEPRECATED", "OPTIONS", "PREFIX", "coerce_option", "settings_options"]
+__all__ = [
+    "DEPRECATED",
+    "OPTIONS",
+    "PREFIX",
+    "SettingsOptions",
+    "coerce_option",
+    "settings_options",
+]
 
 #: The prefix of this package's settings in an ini file.
 PREFIX = "redis.sessions."
@@ -302,6 +309,7 @@ OPTIONS: Mapping[str, Callable[[Any], Any]] = {
     "id_generator": _callable,
     "prefix": _text,
     "detect_changes": _bool,
+    "legacy_cookies": _bool,
     **dict.fromkeys(DEPRECATED, _anything),
 }
 
@@ -326,24 +334,52 @@ def _unknown(label: str, name: str) -> str:
     return f"{label} is not a known option of pyramid_redis_sessions{hint}"
 
 
-def settings_options(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``redis.sessions.*`` entries of ``settings`` by option name, as
-    given (the factory coerces them).
+class SettingsOptions(NamedTuple):
+    """What :func:`settings_options` read."""
 
-    Raises a ConfigurationError naming the first unknown setting, or a
-    missing secret.
+    #: The ``redis.sessions.*`` values by option name, as given (the factory
+    #: coerces them).
+    options: dict[str, Any]
+    #: The setting each option came from, for messages.
+    keys: dict[str, str]
+    #: Warnings to issue: the factory warns once, at the application's line.
+    warnings: list[Warning]
+
+
+def settings_options(settings: Mapping[str, Any]) -> SettingsOptions:
+    """The ``redis.sessions.*`` entries of ``settings`` by option name.
+
+    pyramid_session_redis's names are read through :func:`resolve_alias`:
+    a renamed one gives our option and a :class:`DeprecationWarning`, an
+    ignored one only a warning.
+
+    Raises a ConfigurationError naming the first unknown setting, a fork
+    setting we have no equivalent of, an option given under both names, or
+    a missing secret.
     """
     options: dict[str, Any] = {}
+    keys: dict[str, str] = {}  # option -> the setting that gave it
+    notes: list[Warning] = []
     for key, value in settings.items():
         if not key.startswith(PREFIX):
             continue
-        name = key[len(PREFIX) :]
+        name, note = resolve_alias(key[len(PREFIX) :], f"setting {key!r}")
+        if note is not None:
+            notes.append(note)
+        if name is None:
+            continue
         if name not in OPTIONS:
             raise ConfigurationError(_unknown(f"setting {key!r}", name))
+        if name in keys:
+            raise ConfigurationError(
+                f"settings {keys[name]!r} and {key!r} both set {name!r}: "
+                f"keep {PREFIX + name!r} only"
+            )
+        keys[name] = key
         options[name] = value
     if "secret" not in options:
         raise ConfigurationError(f"setting {PREFIX + 'secret'!r} is required")
-    return options
+    return SettingsOptions(options, keys, notes)
 
 
 class Refused(NamedTuple):

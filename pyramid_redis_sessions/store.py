@@ -17,8 +17,14 @@ touches one key, so all of it is valid on Redis Cluster:
 ``save(id, fields, deleted, ttl)``        ``EVALSHA write``: the delta and
                                           the expiry, only if the session
                                           still exists
-``delete(*ids)``                          ``DEL``
+``delete(*ids, keys=…)``                  ``DEL``
+``load_legacy(key)``                      ``GET`` and ``PTTL`` of a key
+                                          that 1.x or pyramid_session_redis
+                                          wrote, pipelined
 ========================================  ==================================
+
+``replacing_keys`` of ``create`` and ``keys`` of ``delete`` are whole keys,
+not session ids: a legacy key carries its old package's prefix.
 
 The scripts run through redis-py's :class:`~redis.commands.core.Script`:
 after a server restart (or ``SCRIPT FLUSH``) the first call also loads the
@@ -170,22 +176,26 @@ class RedisStore:
         fields: Sequence[bytes],
         ttl: int | None,
         replacing: Sequence[str] = (),
+        *,
+        replacing_keys: Sequence[str] = (),
     ) -> bool:
         """Store a new session (``fields`` flat: name, value, …); false if
         ``session_id`` is taken.
 
-        The keys of ``replacing`` (an invalidated or regenerated session) are
+        The keys of ``replacing`` (an invalidated or regenerated session) and
+        ``replacing_keys`` (whole keys: a legacy session moved here) are
         deleted in the same round trip, one ``DEL`` each (they may live on
         other Cluster nodes).
         """
         key = self.key(session_id)
         args = ("create", _ttl_arg(ttl), len(fields) // 2, *fields)
+        old_keys = [*map(self.key, replacing), *replacing_keys]
         with self._errors(key):
-            if not replacing:
+            if not old_keys:
                 return bool(WRITE([key], args, self.client))
             pipe = self.client.pipeline(transaction=False)
-            for old in replacing:
-                pipe.delete(self.key(old))
+            for old in old_keys:
+                pipe.delete(old)
             # Not WRITE(..., pipe): redis-py then asks SCRIPT EXISTS first,
             # an extra round trip on every call.
             pipe.evalsha(WRITE.sha, 1, key, *args)
@@ -211,12 +221,34 @@ class RedisStore:
         with self._errors(key):
             return bool(WRITE([key], args, self.client))
 
-    def delete(self, *session_ids: str) -> None:
+    def delete(self, *session_ids: str, keys: Sequence[str] = ()) -> None:
+        """Delete sessions by id, and ``keys`` (whole keys) too."""
+        old_keys = [*map(self.key, session_ids), *keys]
         with self._errors():
-            if len(session_ids) == 1:
-                self.client.delete(self.key(session_ids[0]))
+            if len(old_keys) == 1:
+                self.client.delete(old_keys[0])
                 return
             pipe = self.client.pipeline(transaction=False)
-            for session_id in session_ids:
-                pipe.delete(self.key(session_id))
+            for old in old_keys:
+                pipe.delete(old)
             pipe.execute()
+
+    def load_legacy(self, key: str) -> tuple[bytes | None, int | None]:
+        """The bytes at ``key``, a whole key that 1.x or
+        pyramid_session_redis wrote (``None`` if it is gone), and its
+        remaining lifetime in whole seconds, rounded down but at least 1
+        (``None`` for no expiry).
+
+        The value is an unsigned pickle: read only a key that a legacy cookie
+        named and that verified with the secret.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.pttl(key)
+        with self._errors(key):
+            raw, pttl = pipe.execute()
+        if raw is None:
+            return None, None
+        # Whole seconds for EXPIRE, rounded down so the new key does not
+        # outlive the old one, but at least one so that it is created at all.
+        return raw, (max(1, pttl // 1000) if pttl >= 0 else None)

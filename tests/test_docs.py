@@ -26,8 +26,6 @@ README = ROOT / "README.rst"
 # it from here and ``|pending|`` from its row.
 PENDING = frozenset(
     {
-        # reading 1.x and pyramid_session_redis sessions (the migration issue)
-        "legacy_cookies",
         # the per-user index (the user-sessions issue)
         "user_key",
     }

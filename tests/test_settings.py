@@ -389,3 +389,83 @@ class TestForkSettingNames:
             option, _ = resolve_alias(fork_name, self.LABEL)
             assert option is not None
             coerce_option(option, value, self.LABEL)
+
+
+class TestForkSettingsInAnIniFile:
+    """pyramid_session_redis's names, read by ``includeme`` and
+    ``session_factory_from_settings``."""
+
+    def test_renamed_setting_works_and_warns_once_at_the_callers_line(
+        self,
+    ) -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            f = from_settings(redis_url="redis://127.0.0.1:6390/4")
+        (warning,) = caught
+        assert warning.category is DeprecationWarning
+        assert warning.filename == __file__
+        message = str(warning.message)
+        assert "'redis.sessions.redis_url'" in message
+        assert "'redis.sessions.url'" in message
+        assert f.store is not None
+        kwargs = f.store.client.connection_pool.connection_kwargs
+        assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("127.0.0.1", 6390, 4)
+
+    def test_every_renamed_setting_reaches_our_option(self) -> None:
+        with pytest.warns(DeprecationWarning):
+            f = from_settings(
+                redis_host="h",
+                redis_port="6380",
+                redis_db="2",
+                redis_password="p",
+                redis_socket_timeout="2.5",
+                redis_unix_socket_path="",
+            )
+        assert f.store is not None
+        kwargs = f.store.client.connection_pool.connection_kwargs
+        assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("h", 6380, 2)
+        assert (kwargs["password"], kwargs["socket_timeout"]) == ("p", 2.5)
+        with pytest.warns(
+            DeprecationWarning, match=re.escape("'redis.sessions.client_callable'")
+        ):
+            f = from_settings(redis_client_callable="tests.test_settings.make_client")
+        assert f.client_callable is make_client
+
+    def test_ignored_setting_warns_and_changes_nothing(self) -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            f = from_settings(set_redis_ttl="false", redis_encoding="utf-8")
+        assert [w.category for w in caught] == [UserWarning, UserWarning]
+        assert all(w.filename == __file__ for w in caught)
+        assert "'redis.sessions.set_redis_ttl'" in str(caught[0].message)
+        assert f.timeout == 1200
+
+    def test_refused_setting_stops_the_start_up(self) -> None:
+        with pytest.raises(
+            ConfigurationError, match=re.escape("'redis.sessions.cookie_signer'")
+        ):
+            from_settings(cookie_signer="x")
+
+    def test_same_option_under_both_names_is_refused_naming_both(self) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            from_settings(redis_url="redis://a:1/0", url="redis://b:2/0")
+        message = str(info.value)
+        assert "'redis.sessions.redis_url'" in message
+        assert "'redis.sessions.url'" in message
+
+    def test_bad_value_under_the_old_name_names_that_setting(self) -> None:
+        with (
+            pytest.warns(DeprecationWarning),
+            pytest.raises(
+                ConfigurationError, match=re.escape("'redis.sessions.redis_port'")
+            ),
+        ):
+            from_settings(redis_port="x")
+
+    def test_includeme_reads_the_old_names(self) -> None:
+        config = Configurator(settings={**BASE, "redis.sessions.redis_db": "3"})
+        with pytest.warns(DeprecationWarning, match=re.escape("'redis.sessions.db'")):
+            config.include("pyramid_redis_sessions")
+        config.commit()
+        factory = config.registry.queryUtility(ISessionFactory)
+        assert factory.store.client.connection_pool.connection_kwargs["db"] == 3
