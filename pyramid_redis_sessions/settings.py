@@ -302,6 +302,7 @@ OPTIONS: Mapping[str, Callable[[Any], Any]] = {
     "id_generator": _callable,
     "prefix": _text,
     "detect_changes": _bool,
+    "user_key": _optional_text,
     **dict.fromkeys(DEPRECATED, _anything),
 }
 

@@ -28,8 +28,6 @@ PENDING = frozenset(
     {
         # reading 1.x and pyramid_session_redis sessions (the migration issue)
         "legacy_cookies",
-        # the per-user index (the user-sessions issue)
-        "user_key",
     }
 )
 
