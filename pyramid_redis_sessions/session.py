@@ -553,9 +553,11 @@ class RedisSession:
             return repr(self._created).encode()
         if field == TIMEOUT:
             return str(self._timeout or 0).encode()
-        if field == USER and self._user is not None:
+        if field == USER:
+            assert self._user is not None  # loaded with the field
             return user_payload(self._user)
-        if field == USER_DETAILS and self._user_details is not None:
+        if field == USER_DETAILS:
+            assert self._user_details is not None
             return self._user_details
         if field.startswith(FLASH):
             return self._flash_payloads[field]

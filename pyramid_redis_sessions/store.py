@@ -356,23 +356,17 @@ class RedisStore:
         return update.suspects
 
     def inspect(
-        self, session_ids: Sequence[str], fields: Sequence[bytes] = ()
+        self, session_ids: Sequence[str], fields: Sequence[bytes]
     ) -> list[tuple[int, list[bytes | None]]]:
         """Each session's ``PTTL`` in milliseconds (``-2``: gone, ``-1``: no
         expiry) and the values of ``fields``, in one round trip (on Cluster,
         one per node, in parallel)."""
-        if not session_ids:
-            return []
         calls: list[_Call] = []
         for session_id in session_ids:
             key = self.key(session_id)
-            calls.append(_Call(("PTTL", key)))
-            if fields:
-                calls.append(_Call(("HMGET", key, *fields)))
+            calls += [_Call(("PTTL", key)), _Call(("HMGET", key, *fields))]
         with self._errors():
             results = self._pipeline(calls)
-        if not fields:
-            return [(int(ttl), []) for ttl in results]
         pairs = iter(results)
         return [
             (int(ttl), list(values)) for ttl, values in zip(pairs, pairs, strict=True)
@@ -417,7 +411,11 @@ class RedisStore:
             if call.script is None:
                 pipe.execute_command(*call.args)
             else:
-                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+                # Through execute_command: redis-py's ClusterPipeline blocks
+                # its evalsha() method, though it routes EVALSHA by its keys.
+                pipe.execute_command(
+                    "EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args
+                )
         results: list[Any] = pipe.execute(raise_on_error=False)
         for i, (call, result) in enumerate(zip(calls, results, strict=True)):
             if isinstance(result, redis.exceptions.NoScriptError) and call.script:
