@@ -243,7 +243,7 @@ def test_sessions_sealed_under_a_fallback_secret_can_be_ended(
     server: BaseServer, prefix: str
 ) -> None:
     browser = make_app(factory(server.url, prefix, user_key="uid"))
-    do(browser, "set:uid:alice")
+    do(browser, "set:uid:alice", "bind:alice:Firefox")
     session_id = do(browser, "id")[0]
     rotated = RedisSessionFactory(
         "a-new-secret", url=server.url, prefix=prefix, secret_fallbacks=[SECRET]
@@ -258,6 +258,7 @@ def test_sessions_sealed_under_a_fallback_secret_can_be_ended(
     assert FieldCodec("a-new-secret").for_session(session_id).open(
         USER, stored[USER]
     ) == (b"alice", True)
+    assert sessions.list("alice")[0].details == {"ua": "Firefox"}
     assert sessions.end_all("alice") == 1
 
 
