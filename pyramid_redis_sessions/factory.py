@@ -31,6 +31,7 @@ from .serializers import FunctionSerializer, PickleSerializer, Serializer
 from .session import SessionFactory
 from .settings import DEPRECATED, PREFIX, coerce_option, settings_options
 from .store import RedisStore
+from .users import derive_handle_key
 from .values import FieldCodec
 
 __all__ = [
@@ -89,6 +90,7 @@ def RedisSessionFactory(
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
     ssl_cert_reqs: str | None = None,
+    user_key: str | None = None,
     encoding: Any = None,
     encoding_errors: Any = None,
     legacy_cookies: bool = True,
@@ -227,6 +229,18 @@ def RedisSessionFactory(
 
       .. versionadded:: 2.0
 
+    ``user_key``
+      The session key whose value names the user (``session['user_id']``,
+      say). With it, each user's sessions are indexed whenever a save sets,
+      changes or removes that key, so that the application can list a
+      user's sessions and end them
+      (:class:`~pyramid_redis_sessions.users.UserSessions`).
+      Apps that keep the user elsewhere call
+      :meth:`~pyramid_redis_sessions.RedisSession.bind_user` instead.
+      Default: ``None`` (no index, and no cost).
+
+      .. versionadded:: 2.0
+
     ``charset``, ``errors``, ``encoding``, ``encoding_errors``
       Accepted with a :class:`DeprecationWarning` and ignored.
 
@@ -318,6 +332,8 @@ def _build(
         absolute_timeout=opts["absolute_timeout"],
         cookie_on_exception=opts["cookie_on_exception"],
         detect_changes=opts["detect_changes"],
+        user_key=opts["user_key"],
+        handle_key=derive_handle_key(opts["secret"]),
         id_generator=opts["id_generator"] or generate_session_id,
         prefix=opts["prefix"],
         store=store,

@@ -28,7 +28,14 @@ import pickle
 import secrets
 import threading
 import time
-from collections.abc import Callable, ItemsView, Iterator, KeysView, ValuesView
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterator,
+    KeysView,
+    Mapping,
+    ValuesView,
+)
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -43,11 +50,14 @@ from .exceptions import BadLegacyValue, SessionStoreError
 from .legacy import LegacyCookie, LegacySession, decode_value
 from .serializers import Serializer
 from .store import RedisStore
+from .users import IndexChanges, UserSessions, details_payload, user_payload
 from .values import (
     CREATED,
     FLASH,
     RESERVED,
     TIMEOUT,
+    USER,
+    USER_DETAILS,
     BadValue,
     FieldCodec,
     SessionSeal,
@@ -109,6 +119,10 @@ class SessionFactory:
     redis_options: dict[str, Any]
     #: Reads the values of legacy sessions (1.x's ``deserialize``).
     legacy_loads: Callable[[bytes], Any] = pickle.loads
+    #: The session key that names the user (the ``user_key`` option).
+    user_key: str | None = None
+    #: Key of the handles that name sessions in :mod:`.users`.
+    handle_key: bytes = b""
 
     def __call__(self, request: Request) -> RedisSession:
         return RedisSession(request, self)
@@ -207,6 +221,8 @@ class RedisSession:
         self._doomed: list[str] = []  # keys to delete when the response goes
         #: Whole keys to delete then: a legacy session's old key.
         self._doomed_keys: list[str] = []
+        #: (user, id) of bound sessions this request ended or moved.
+        self._unindex: list[tuple[str, str]] = []
         self._start()
 
     def _start(self) -> None:
@@ -223,6 +239,9 @@ class RedisSession:
         #: Loaded flash fields to payloads; decoded into ``_flash`` when
         #: flash is first used.
         self._flash_payloads: dict[bytes, bytes] = {}
+        #: Reserved fields of a later format, kept (resealed, carried to a
+        #: new id) but not understood.
+        self._later_payloads: dict[bytes, bytes] = {}
         self._flash: dict[str, dict[bytes, Any]] | None = None
         self._flash_added: dict[bytes, Any] = {}
         self._flash_removed: set[bytes] = set()
@@ -239,6 +258,11 @@ class RedisSession:
         self._dirty = False
         #: A moved legacy session's key may not outlive the old one's TTL.
         self._legacy_ttl: int | None = None
+        #: The user the stored session is bound to, and its details payload.
+        self._user: str | None = None
+        self._user_details: bytes | None = None
+        #: ``bind_user()``'s (user, details payload), or ``_MISSING``.
+        self._bind: Any = _MISSING
 
     # -- loading ---------------------------------------------------------
 
@@ -280,7 +304,9 @@ class RedisSession:
         data: dict[str, Any] = {}
         user_payloads: dict[str, bytes] = {}
         flash: dict[bytes, bytes] = {}
+        later: dict[bytes, bytes] = {}
         created = timeout = None
+        user = user_details = None
         for field, payload in payloads.items():
             if field[:1] != RESERVED:
                 key = field.decode("utf-8", "surrogatepass")
@@ -292,13 +318,18 @@ class RedisSession:
                 created = _number(payload)
             elif field == TIMEOUT:
                 timeout = int(_number(payload))
-            # Other reserved names are a later format's: verified, left in
-            # place by saves (a new id does not carry them).
+            elif field == USER:
+                user = key_name(payload)
+            elif field == USER_DETAILS:
+                user_details = payload
+            else:  # a later format's: verified, kept as it is
+                later[field] = payload
         if created is None:
             raise BadValue("the session has no creation time")
         self._data = data
         self._loaded_payloads = user_payloads
         self._flash_payloads = flash
+        self._later_payloads = later
         self._reseal = reseal
         self._created = created
         if timeout is not None:
@@ -306,6 +337,7 @@ class RedisSession:
             self._own_timeout = True
         self._id = self._stored_id = self._source_id = session_id
         self._from_redis = True
+        self._user, self._user_details = user, user_details
 
     def _load_legacy(self, cookie: LegacyCookie) -> None:
         """Load the session 1.x or pyramid_session_redis stored under the key
@@ -487,16 +519,22 @@ class RedisSession:
         Returns the id of the session that lives in Redis afterwards,
         ``None``, or ``_ENDED`` when the session ended while the request ran.
         """
+        index = self._index_changes()
         if self._stored_id is None:
             if self._dirty:
                 return self._create()
         else:
             changes, deleted = self._delta()
+            self._rebind(self._stored_id, changes, deleted, index)
             if changes or deleted:
                 seal = self._seal_for(self._stored_id)
                 fields = [b for f, p in changes.items() for b in (f, seal.seal(f, p))]
                 store = self._get_store()
-                if store.save(self._stored_id, fields, deleted, self._ttl()):
+                updates = index.updates
+                if store.save(
+                    self._stored_id, fields, deleted, self._ttl(), index=updates
+                ):
+                    index.check_suspects(self._factory, store)
                     return self._stored_id
                 log.info(
                     "session %s ended during the request; its changes are dropped",
@@ -504,8 +542,70 @@ class RedisSession:
                 )
                 return _ENDED
         if self._doomed or self._doomed_keys:
-            self._get_store().delete(*self._doomed, keys=self._doomed_keys)
+            self._get_store().delete(
+                *self._doomed, keys=self._doomed_keys, index=index.updates
+            )
         return self._stored_id
+
+    # -- the user sessions index (see .users) ------------------------------
+
+    def _binding(self) -> tuple[str | None, bytes | None]:
+        """The user and details payload the session is bound to once saved:
+        ``bind_user()``'s, else ``user_key``'s value if this request set,
+        changed or deleted it, else the stored binding."""
+        if self._bind is not _MISSING:
+            bind: tuple[str | None, bytes | None] = self._bind
+            return bind
+        key = self._factory.user_key
+        if key is not None and key in self._touched:
+            value = self._data.get(key)
+            user = None if value is None else str(value)
+            if user != self._user:
+                return user, None
+        return self._user, self._user_details
+
+    def _index_score(self) -> float:
+        """The score of this session in its user's index: its deadline with
+        ``absolute_timeout``, else its expiry as of now (``inf``: none)."""
+        absolute = self._factory.absolute_timeout
+        if absolute is not None:
+            return self._created + absolute
+        ttl = self._ttl()
+        return math.inf if ttl is None else time.time() + ttl
+
+    def _index_changes(self) -> IndexChanges:
+        index = IndexChanges(
+            self._factory.prefix, self._factory.absolute_timeout is not None
+        )
+        for user, session_id in self._unindex:
+            index.remove(user, session_id)
+        return index
+
+    def _rebind(
+        self,
+        session_id: str,
+        changes: dict[bytes, bytes],
+        deleted: list[bytes],
+        index: IndexChanges,
+    ) -> None:
+        """Add a binding's change to the delta of a stored session, and the
+        index updates it needs."""
+        user, details = self._binding()
+        if (user, details) == (self._user, self._user_details):
+            return
+        if user is None:
+            deleted += [USER, USER_DETAILS]
+        else:
+            changes[USER] = user_payload(user)
+            if details is not None:
+                changes[USER_DETAILS] = details
+            elif self._user_details is not None:
+                deleted.append(USER_DETAILS)
+        if user != self._user:
+            if self._user is not None:
+                index.remove(self._user, session_id)
+            if user is not None:
+                index.add(user, session_id, self._index_score())
 
     def _payload(self, key: str) -> bytes:
         value = self._data[key]
@@ -565,8 +665,16 @@ class RedisSession:
             return repr(self._created).encode()
         if field == TIMEOUT:
             return str(self._timeout or 0).encode()
+        if field == USER:
+            assert self._user is not None  # loaded with the field
+            return user_payload(self._user)
+        if field == USER_DETAILS:
+            assert self._user_details is not None
+            return self._user_details
         if field.startswith(FLASH):
             return self._flash_payloads[field]
+        if field[:1] == RESERVED:
+            return self._later_payloads[field]
         return self._payload(key_name(field))
 
     def _all_fields(self, seal: SessionSeal) -> list[bytes]:
@@ -580,26 +688,39 @@ class RedisSession:
         for field, payload in self._flash_payloads.items():
             if field not in self._flash_removed:
                 fields += [field, seal.seal(field, payload)]
+        for field, payload in self._later_payloads.items():
+            fields += [field, seal.seal(field, payload)]
         for field, message in self._flash_added.items():
             payload = self._factory.serializer.dumps(message)
             fields += [field, seal.seal(field, payload)]
+        user, details = self._binding()
+        if user is not None:
+            fields += [USER, seal.seal(USER, user_payload(user))]
+            if details is not None:
+                fields += [USER_DETAILS, seal.seal(USER_DETAILS, details)]
         return fields
 
     def _create(self) -> str:
         store = self._get_store()
         replacing = tuple(self._doomed)
         replacing_keys = tuple(self._doomed_keys)
+        user = self._binding()[0]
         for _ in range(_CREATE_TRIES):
             session_id = self.session_id
             fields = self._all_fields(self._seal_for(session_id))
+            index = self._index_changes()
+            if user is not None:
+                index.add(user, session_id, self._index_score())
             if store.create(
                 session_id,
                 fields,
                 self._ttl(),
                 replacing,
                 replacing_keys=replacing_keys,
+                index=index.updates,
             ):
                 self._stored_id = session_id
+                index.check_suspects(self._factory, store)
                 return session_id
             replacing = replacing_keys = ()  # deleted by the first try
             self._id = None
@@ -643,6 +764,8 @@ class RedisSession:
         old = self._stored_id if self._loaded else self._cookie.session_id
         if old is not None:
             self._doomed.append(old)
+            if self._user is not None:
+                self._unindex.append((self._user, old))
         legacy = self._cookie.legacy
         if legacy is not None and not self._loaded:
             self._doomed_keys.append(legacy.redis_key)  # deleted unread
@@ -659,6 +782,8 @@ class RedisSession:
         self._load()
         if self._stored_id is not None:
             self._doomed.append(self._stored_id)
+            if self._user is not None:
+                self._unindex.append((self._user, self._stored_id))
             self._stored_id = None
             self._dirty = True
         self._id = None
@@ -680,6 +805,52 @@ class RedisSession:
         self._load()
         self._timeout = timeout_seconds or None
         self._own_timeout = self._timeout_changed = self._dirty = True
+
+    def bind_user(
+        self, user: str | None, details: Mapping[str, str] | None = None
+    ) -> None:
+        """Index this session under ``user`` (``None``: under nobody), for
+        applications that keep the user elsewhere than in ``user_key``.
+
+        ``details`` are a few strings to show in the user's list of
+        sessions (user agent, IP address, how they logged in); they are kept
+        in the session until it is bound again. The index is updated when
+        the response is saved, in the same round trip; an unchanged binding
+        costs nothing. Call it after
+        :meth:`regenerate_id` at login, and with ``None`` at logout if the
+        session lives on.
+
+        .. versionadded:: 2.0
+        """
+        if user is not None and not isinstance(user, str):
+            raise TypeError(f"user must be a str or None, not {type(user).__name__}")
+        payload = None if details is None or user is None else details_payload(details)
+        self._load()
+        self._bind = (user, payload)
+        self._dirty = True
+
+    @property
+    def bound_user(self) -> str | None:
+        """The user this session is indexed under, as of its last save or
+        this request's :meth:`bind_user`; ``None`` if it is under nobody.
+
+        .. versionadded:: 2.0
+        """
+        self._load()
+        return self._binding()[0]
+
+    def user_sessions(self) -> UserSessions:
+        """A :class:`~pyramid_redis_sessions.users.UserSessions` on this
+        request's store that knows which session is this one (its
+        ``current_handle``, and ``current`` in the listing).
+
+        .. versionadded:: 2.0
+        """
+        return UserSessions(self._factory, self._request)
+
+    def _current_id(self) -> str | None:
+        """The id of the stored session, without loading it."""
+        return self._stored_id if self._loaded else self._cookie.session_id
 
     # -- flash and CSRF --------------------------------------------------
 

@@ -310,6 +310,7 @@ OPTIONS: Mapping[str, Callable[[Any], Any]] = {
     "prefix": _text,
     "detect_changes": _bool,
     "legacy_cookies": _bool,
+    "user_key": _optional_text,
     **dict.fromkeys(DEPRECATED, _anything),
 }
 

@@ -21,10 +21,28 @@ touches one key, so all of it is valid on Redis Cluster:
 ``load_legacy(key)``                      ``GET`` and ``PTTL`` of a key
                                           that 1.x or pyramid_session_redis
                                           wrote, pipelined
+``index_members(key)``                    ``ZRANGE … WITHSCORES`` of a
+                                          user's index
+``inspect(ids, fields)``                  ``PTTL`` and ``HMGET`` of each
+                                          session, pipelined
+``update_index(update)``                  ``EVALSHA index``
+``end(ids, field, accepted, index)``      ``EVALSHA end`` of each session
+                                          and ``ZREM`` from the index,
+                                          pipelined
 ========================================  ==================================
 
 ``replacing_keys`` of ``create`` and ``keys`` of ``delete`` are whole keys,
 not session ids: a legacy key carries its old package's prefix.
+
+``create``, ``save`` and ``delete`` take the index updates of the user
+sessions index (:mod:`pyramid_redis_sessions.users`), which then run in
+the same pipeline: one round trip on a standalone server; on Cluster, where
+the index lives in the user's own slot, one more node is asked in the same
+pipeline. Without updates they send exactly what they sent before.
+
+A pipeline never holds ``EVALSHA`` through redis-py's ``Script`` (which
+would ask ``SCRIPT EXISTS`` first, an extra round trip on every call): a
+script the server does not know is run again on its own, which loads it.
 
 The scripts run through redis-py's :class:`~redis.commands.core.Script`:
 after a server restart (or ``SCRIPT FLUSH``) the first call also loads the
@@ -33,8 +51,11 @@ script, once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 import redis
@@ -45,7 +66,7 @@ from .client import Client, describe_server
 from .exceptions import SessionStoreError, SessionStoreUnavailable
 from .values import BadValue
 
-__all__ = ["LOAD", "SCRIPTS", "WRITE", "RedisStore"]
+__all__ = ["END", "INDEX", "LOAD", "SCRIPTS", "WRITE", "IndexUpdate", "RedisStore"]
 
 # KEYS[1]: the session. ARGV: default timeout ('' for none), absolute
 # timeout ('' for none), the time now. Slides the expiry from the session's
@@ -111,8 +132,101 @@ return 1
 """,
 )
 
+# KEYS[1]: a user's index, a sorted set of session ids scored by expiry.
+# ARGV: the time now; '1' when the scores are deadlines that no session can
+# outlive (absolute_timeout), '' when they are only the expiry last known
+# (an active session slides past it); the number N of members to remove,
+# those N members, then score/member pairs to add or raise (ZADD GT: a
+# score only ever grows, so it never falls below a session's expiry that
+# another request knew). Then prunes: with deadlines, every entry past its
+# score; else it returns those entries, for the caller to check each
+# session's real TTL (a score passed says nothing about a session that was
+# used since). Finally the key expires with its last deadline, or (scores
+# not being deadlines) persists; an emptied sorted set is deleted by Redis.
+INDEX = Script(
+    None,  # type: ignore[arg-type]
+    b"""
+local now = tonumber(ARGV[1])
+local n = tonumber(ARGV[3])
+if n > 0 then redis.call('ZREM', KEYS[1], unpack(ARGV, 4, 3 + n)) end
+for i = 4 + n, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], 'GT', ARGV[i], ARGV[i + 1])
+end
+local suspects = {}
+if ARGV[2] == '1' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+else
+  suspects = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+end
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if #last == 0 then return suspects end
+local deadline = tonumber(last[2])
+if ARGV[2] == '1' and deadline < math.huge then
+  redis.call('EXPIREAT', KEYS[1], math.ceil(deadline) + 1)
+else
+  redis.call('PERSIST', KEYS[1])
+end
+return suspects
+""",
+)
+
+# KEYS[1]: a session. ARGV: a field, then the values it may hold. Deletes
+# the session if the field holds one of them (its signed user, under the
+# secret or a fallback): 1 if deleted, else 0.
+END = Script(
+    None,  # type: ignore[arg-type]
+    b"""
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then return 0 end
+for i = 2, #ARGV do
+  if value == ARGV[i] then
+    redis.call('DEL', KEYS[1])
+    return 1
+  end
+end
+return 0
+""",
+)
+
 #: Every script the store runs (tests preload them for exact counts).
-SCRIPTS = (LOAD, WRITE)
+SCRIPTS = (LOAD, WRITE, INDEX, END)
+
+
+@dataclass
+class IndexUpdate:
+    """Changes to one user's index, run by :meth:`RedisStore.update_index`
+    or along with a save."""
+
+    #: The index's key (``users.index_key``).
+    key: str
+    #: Session ids to remove.
+    remove: list[str] = field(default_factory=list)
+    #: ``(session_id, score)`` to add, or whose score to raise.
+    add: list[tuple[str, float]] = field(default_factory=list)
+    #: True when the scores are deadlines (see ``INDEX``).
+    deadlines: bool = False
+    #: Filled in by the store: the entries whose score has passed, when
+    #: the scores are not deadlines; their sessions need a look.
+    suspects: list[str] = field(default_factory=list)
+
+    def args(self, now: float) -> list[Any]:
+        flat = [x for member, score in self.add for x in (repr(score), member)]
+        return [
+            repr(now),
+            "1" if self.deadlines else "",
+            len(self.remove),
+            *self.remove,
+            *flat,
+        ]
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One command of a pipeline: a script, or a plain command."""
+
+    args: tuple[Any, ...]
+    script: Script | None = None
+    keys: tuple[str, ...] = ()
 
 
 def _ttl_arg(ttl: int | None) -> int | str:
@@ -178,6 +292,7 @@ class RedisStore:
         replacing: Sequence[str] = (),
         *,
         replacing_keys: Sequence[str] = (),
+        index: Sequence[IndexUpdate] = (),
     ) -> bool:
         """Store a new session (``fields`` flat: name, value, …); false if
         ``session_id`` is taken.
@@ -191,20 +306,13 @@ class RedisStore:
         args = ("create", _ttl_arg(ttl), len(fields) // 2, *fields)
         old_keys = [*map(self.key, replacing), *replacing_keys]
         with self._errors(key):
-            if not old_keys:
+            if not old_keys and not index:
                 return bool(WRITE([key], args, self.client))
-            pipe = self.client.pipeline(transaction=False)
-            for old in old_keys:
-                pipe.delete(old)
-            # Not WRITE(..., pipe): redis-py then asks SCRIPT EXISTS first,
-            # an extra round trip on every call.
-            pipe.evalsha(WRITE.sha, 1, key, *args)
-            try:
-                created = pipe.execute()[-1]
-            except redis.exceptions.NoScriptError:
-                # The DELs went through; the Script call loads and retries.
-                created = WRITE([key], args, self.client)
-            return bool(created)
+            calls = [_Call(("DEL", old)) for old in old_keys]
+            calls.append(_Call(args, WRITE, (key,)))
+            results = self._pipeline([*calls, *self._index_calls(index)])
+            self._take_suspects(index, results[len(calls) :])
+            return bool(results[len(calls) - 1])
 
     def save(
         self,
@@ -212,26 +320,39 @@ class RedisStore:
         fields: Sequence[bytes],
         deleted: Sequence[bytes],
         ttl: int | None,
+        index: Sequence[IndexUpdate] = (),
     ) -> bool:
         """Apply a delta to an existing session: set ``fields`` (flat), delete
         ``deleted``, set the expiry. False, and nothing changed, if the
-        session is gone."""
+        session is gone. The ``index`` updates go in the same round trip
+        (and are applied either way: the index is checked when read)."""
         key = self.key(session_id)
         args = ("update", _ttl_arg(ttl), len(fields) // 2, *fields, *deleted)
         with self._errors(key):
-            return bool(WRITE([key], args, self.client))
+            if not index:
+                return bool(WRITE([key], args, self.client))
+            results = self._pipeline(
+                [_Call(args, WRITE, (key,)), *self._index_calls(index)]
+            )
+            self._take_suspects(index, results[1:])
+            return bool(results[0])
 
-    def delete(self, *session_ids: str, keys: Sequence[str] = ()) -> None:
-        """Delete sessions by id, and ``keys`` (whole keys) too."""
+    def delete(
+        self,
+        *session_ids: str,
+        keys: Sequence[str] = (),
+        index: Sequence[IndexUpdate] = (),
+    ) -> None:
+        """Delete sessions by id, and ``keys`` (whole keys) too, and apply
+        ``index`` updates, in one round trip."""
         old_keys = [*map(self.key, session_ids), *keys]
         with self._errors():
-            if len(old_keys) == 1:
+            if len(old_keys) == 1 and not index:
                 self.client.delete(old_keys[0])
                 return
-            pipe = self.client.pipeline(transaction=False)
-            for old in old_keys:
-                pipe.delete(old)
-            pipe.execute()
+            calls = [_Call(("DEL", old)) for old in old_keys]
+            results = self._pipeline([*calls, *self._index_calls(index)])
+            self._take_suspects(index, results[len(calls) :])
 
     def load_legacy(self, key: str) -> tuple[bytes | None, int | None]:
         """The bytes at ``key``, a whole key that 1.x or
@@ -252,3 +373,90 @@ class RedisStore:
         # Whole seconds for EXPIRE, rounded down so the new key does not
         # outlive the old one, but at least one so that it is created at all.
         return raw, (max(1, pttl // 1000) if pttl >= 0 else None)
+
+    # -- the user sessions index ------------------------------------------
+
+    def index_members(self, key: str) -> list[tuple[str, float]]:
+        """The members of a user's index with their scores."""
+        with self._errors(key):
+            pairs: list[tuple[bytes, float]] = self.client.zrange(  # type: ignore[assignment]
+                key, 0, -1, withscores=True
+            )
+        return [
+            (member.decode("utf-8", "surrogatepass"), score) for member, score in pairs
+        ]
+
+    def update_index(self, update: IndexUpdate) -> list[str]:
+        """Apply ``update`` and prune; the suspects (see ``INDEX``)."""
+        with self._errors(update.key):
+            self._take_suspects([update], self._pipeline(self._index_calls([update])))
+        return update.suspects
+
+    def inspect(
+        self, session_ids: Sequence[str], fields: Sequence[bytes]
+    ) -> list[tuple[int, list[bytes | None]]]:
+        """Each session's ``PTTL`` in milliseconds (``-2``: gone, ``-1``: no
+        expiry) and the values of ``fields``, in one round trip (on Cluster,
+        one per node, in parallel)."""
+        calls: list[_Call] = []
+        for session_id in session_ids:
+            key = self.key(session_id)
+            calls += [_Call(("PTTL", key)), _Call(("HMGET", key, *fields))]
+        with self._errors():
+            results = self._pipeline(calls)
+        pairs = iter(results)
+        return [
+            (int(ttl), list(values)) for ttl, values in zip(pairs, pairs, strict=True)
+        ]
+
+    def end(
+        self,
+        session_ids: Sequence[str],
+        field: bytes,
+        accepted: Sequence[Sequence[bytes]],
+        index: IndexUpdate,
+    ) -> list[bool]:
+        """Delete each session whose ``field`` holds one of its ``accepted``
+        values, and apply ``index`` (removing them), in one round trip.
+        Whether each session was deleted."""
+        calls = [
+            _Call((field, *values), END, (self.key(session_id),))
+            for session_id, values in zip(session_ids, accepted, strict=True)
+        ]
+        with self._errors(index.key):
+            results = self._pipeline([*calls, *self._index_calls([index])])
+        self._take_suspects([index], results[len(calls) :])
+        return [bool(r) for r in results[: len(calls)]]
+
+    # -- pipelines -----------------------------------------------------------
+
+    def _index_calls(self, updates: Sequence[IndexUpdate]) -> list[_Call]:
+        now = time.time()
+        return [_Call(tuple(u.args(now)), INDEX, (u.key,)) for u in updates]
+
+    @staticmethod
+    def _take_suspects(updates: Sequence[IndexUpdate], results: Sequence[Any]) -> None:
+        for update, suspects in zip(updates, results, strict=True):
+            update.suspects = [m.decode("utf-8", "surrogatepass") for m in suspects]
+
+    def _pipeline(self, calls: Sequence[_Call]) -> list[Any]:
+        """Send ``calls`` in one pipeline; their replies. A script the server
+        did not know (after a restart) is run again on its own, which loads
+        it; any other error is raised."""
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            if call.script is None:
+                pipe.execute_command(*call.args)
+            else:
+                # Through execute_command: redis-py's ClusterPipeline blocks
+                # its evalsha() method, though it routes EVALSHA by its keys.
+                pipe.execute_command(
+                    "EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args
+                )
+        results: list[Any] = pipe.execute(raise_on_error=False)
+        for i, (call, result) in enumerate(zip(calls, results, strict=True)):
+            if isinstance(result, redis.exceptions.NoScriptError) and call.script:
+                results[i] = call.script(list(call.keys), list(call.args), self.client)
+            elif isinstance(result, Exception):
+                raise result
+        return results

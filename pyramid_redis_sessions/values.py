@@ -36,6 +36,8 @@ __all__ = [
     "FORMAT",
     "RESERVED",
     "TIMEOUT",
+    "USER",
+    "USER_DETAILS",
     "BadValue",
     "FieldCodec",
     "SessionSeal",
@@ -57,6 +59,10 @@ CREATED = b"\xffcreated"
 #: The session's own timeout in seconds (``0``: none) when it was given one
 #: with ``adjust_timeout_for_session``; absent, the factory's ``timeout``.
 TIMEOUT = b"\xfftimeout"
+#: The user the session is indexed under (UTF-8), when it is bound to one.
+USER = b"\xffuser"
+#: What the application recorded about the session at login (JSON), if any.
+USER_DETAILS = b"\xffuser-details"
 #: Prefix of flash message fields: ``FLASH + order (24 chars) + b":" + queue``.
 FLASH = b"\xffflash:"
 
@@ -116,6 +122,14 @@ class SessionSeal:
     def seal(self, field: bytes, payload: bytes) -> bytes:
         """The value to store in ``field`` for ``payload``."""
         return VERSION + self._tag(0, field, payload) + payload
+
+    def seals(self, field: bytes, payload: bytes) -> list[bytes]:
+        """What ``field`` holds for ``payload`` under each key, ``secret``'s
+        first: the values a script may compare a stored field with."""
+        return [
+            VERSION + self._tag(index, field, payload) + payload
+            for index in range(len(self._keys))
+        ]
 
     def open_all(
         self, stored: dict[bytes, bytes]

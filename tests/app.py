@@ -7,6 +7,7 @@ states a request's session work in one line.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -71,7 +72,32 @@ def _run(session: Any, op: str) -> Any:
         return session.adjust_timeout_for_session(int(args[0]))
     if name == "timeout":
         return session.timeout
-    raise ValueError(op)
+    return _run_users(session, name, args)
+
+
+def _run_users(session: Any, name: str, args: list[str]) -> Any:
+    """The user-sessions ops: ``bind:<user>[:<ua>]``, ``unbind``, ``bound``,
+    ``sessions:<user>``, ``handle``, ``end:<user>:<handle>``,
+    ``endall:<user>``, ``endothers:<user>``."""
+    if name == "bind":
+        details = {"ua": args[1]} if len(args) > 1 else None
+        return session.bind_user(args[0], details=details)
+    if name == "unbind":
+        return session.bind_user(None)
+    if name == "bound":
+        return session.bound_user
+    users = session.user_sessions()
+    if name == "sessions":
+        return [dataclasses.asdict(info) for info in users.list(args[0])]
+    if name == "handle":
+        return users.current_handle
+    if name == "end":
+        return users.end(args[0], args[1])
+    if name == "endall":
+        return users.end_all(args[0])
+    if name == "endothers":
+        return users.end_all(args[0], keep=users.current_handle)
+    raise ValueError(name)
 
 
 def do_view(request: Request) -> Response:

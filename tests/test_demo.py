@@ -25,10 +25,12 @@ COOKIE = "session"
 
 
 @pytest.fixture
-def app(redis_server: Any) -> webtest.TestApp:
+def app(server: Any) -> webtest.TestApp:
+    """The demo on an emptied server: users' indexes start empty."""
     settings = {
         "redis.sessions.secret": SECRET,
-        "redis.sessions.url": redis_server.url,
+        "redis.sessions.url": server.url,
+        "redis.sessions.user_key": "user",  # as in development.ini
     }
     return webtest.TestApp(prs_demo.main({}, **settings))
 
@@ -196,6 +198,91 @@ def test_logout_without_csrf_token_is_rejected(app: webtest.TestApp) -> None:
     post_form(app.get("/"), "login", username="alice")
     app.post("/logout", status=400)
     assert user(app.get("/")) == "Logged in as alice."
+
+
+def browser(app: webtest.TestApp, name: str) -> webtest.TestApp:
+    """Another browser (its own cookie jar) with its own User-Agent."""
+    return webtest.TestApp(app.app, extra_environ={"HTTP_USER_AGENT": name})
+
+
+def session_rows(page: webtest.TestResponse) -> list[Any]:
+    return list(page.html.select("#sessions tr.session"))
+
+
+def test_the_ini_file_configures_the_user_key() -> None:
+    ini = Path(prs_demo.__file__).parents[1] / "development.ini"
+    assert "\nredis.sessions.user_key = user\n" in ini.read_text()
+
+
+def test_sessions_page_shows_both_browsers_and_ends_the_other(
+    app: webtest.TestApp,
+) -> None:
+    first, second = browser(app, "Browser One"), browser(app, "Browser Two")
+    post_form(first.get("/"), "login", username="alice")
+    post_form(second.get("/"), "login", username="alice")
+    post_form(browser(app, "Bob's").get("/"), "login", username="bob")
+
+    page = first.get("/").click(linkid="sessions-link")
+    rows = session_rows(page)
+    assert len(rows) == 2  # not bob's
+    current = page.html.select("tr.current")
+    assert len(current) == 1 and "Browser One" in current[0].text
+    (end,) = page.html.select("form.end")
+    assert "Browser Two" in end.find_parent("tr").text
+    assert end["id"] not in second.cookies[COOKIE]
+
+    page = page.forms[end["id"]].submit(status=303).follow()
+
+    assert flashes(page) == ["That session has ended."]
+    assert len(session_rows(page)) == 1
+    assert user(second.get("/")) == "Not logged in."
+    assert user(first.get("/")) == "Logged in as alice."
+
+
+def test_either_side_can_end_the_other(app: webtest.TestApp) -> None:
+    first, second = browser(app, "One"), browser(app, "Two")
+    post_form(first.get("/"), "login", username="alice")
+    post_form(second.get("/"), "login", username="alice")
+    page = second.get("/sessions")
+    (end,) = page.html.select("form.end")
+    page.forms[end["id"]].submit(status=303).follow()
+    assert user(first.get("/")) == "Not logged in."
+    assert user(second.get("/")) == "Logged in as alice."
+
+
+def test_log_out_everywhere_else(app: webtest.TestApp) -> None:
+    browsers = [browser(app, f"Browser {i}") for i in range(3)]
+    for each in browsers:
+        post_form(each.get("/"), "login", username="alice")
+    bob = browser(app, "Bob's")
+    post_form(bob.get("/"), "login", username="bob")
+
+    page = post_form(browsers[1].get("/sessions"), "end-others")
+
+    assert flashes(page) == ["Logged out 2 other session(s)."]
+    assert len(session_rows(page)) == 1
+    assert [user(b.get("/")) for b in browsers] == [
+        "Not logged in.",
+        "Logged in as alice.",
+        "Not logged in.",
+    ]
+    assert user(bob.get("/")) == "Logged in as bob."
+
+
+def test_sessions_forms_need_the_csrf_token(app: webtest.TestApp) -> None:
+    first, second = browser(app, "One"), browser(app, "Two")
+    post_form(first.get("/"), "login", username="alice")
+    post_form(second.get("/"), "login", username="alice")
+    (end,) = first.get("/sessions").html.select("form.end")
+    handle = end.find("input", attrs={"name": "handle"})["value"]
+    first.post("/sessions/end", {"handle": handle}, status=400)
+    first.post("/sessions/end-others", status=400)
+    assert user(second.get("/")) == "Logged in as alice."
+
+
+def test_sessions_page_needs_a_login(app: webtest.TestApp) -> None:
+    page = app.get("/sessions", status=303).follow()
+    assert flashes(page) == ["Log in to see your sessions."]
 
 
 def test_configured_url_starts_no_embedded_server(

@@ -80,3 +80,37 @@ def test_client_callable(server: BaseServer) -> None:
     request = Request.blank("/")
     request.registry = config.registry
     assert sessions.session_client(request, url="ignored") is client
+
+
+def test_users_recipe_lists_ends_and_logs_out_everywhere(
+    server: BaseServer, prefix: str
+) -> None:
+    users = example("users")
+    settings = {"redis.sessions.url": server.url, "redis.sessions.prefix": prefix}
+    app = users.main({}, **settings)
+    phone, laptop, tablet = (webtest.TestApp(app) for _ in range(3))
+    for browser, agent in ((phone, "phone"), (laptop, "laptop"), (tablet, "tablet")):
+        browser.post(
+            "/login",
+            {"user_id": "42", "password": "old password"},
+            headers={"User-Agent": agent},
+        ).follow()
+    listed = laptop.get("/sessions").text.splitlines()
+    assert sorted(line.split(" ", 1)[1] for line in listed) == [
+        "laptop (this browser)",
+        "phone",
+        "tablet",
+    ]
+    (phone_handle,) = [line.split()[0] for line in listed if "phone" in line]
+    laptop.post("/end", {"handle": phone_handle}).follow()
+    assert len(laptop.get("/sessions").text.splitlines()) == 2
+    assert phone.get("/sessions").status_int == 303  # logged out
+    laptop.post("/password", {"new_password": "new one"}).follow()
+    assert laptop.get("/sessions").text.endswith("laptop (this browser)")
+    assert (
+        users.log_out_everywhere(
+            {"redis.sessions.secret": "doc-example-secret", **settings}, "42"
+        )
+        == 1
+    )
+    assert server.client().keys(prefix + "*") == []

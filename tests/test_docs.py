@@ -24,12 +24,7 @@ README = ROOT / "README.rst"
 # code accepts them; their table rows say so with ``|pending|``. When one
 # lands in OPTIONS, test_pending_names_are_not_implemented_yet fails: remove
 # it from here and ``|pending|`` from its row.
-PENDING = frozenset(
-    {
-        # the per-user index (the user-sessions issue)
-        "user_key",
-    }
-)
+PENDING: frozenset[str] = frozenset()
 
 _NAME = re.compile(r"``([a-z_]+)``")
 

@@ -546,3 +546,30 @@ def test_everything_works_after_the_server_forgot_the_scripts(
         server.admin().script_flush()
         testapp.get(f"/do?op={ops}")
     assert results(testapp.get("/do?op=items")) == [[["b", "3"]]]
+
+
+def test_reserved_fields_of_a_later_format_are_kept_and_resealed(
+    server: BaseServer, prefix: str
+) -> None:
+    from tests.stored import seal
+
+    old = make_app(RedisSessionFactory("old-secret", url=server.url, prefix=prefix))
+    session_id = results(old.get("/do?op=set:a:1&op=id"))[1]
+    later = b"\xffa-later-format"
+    value = seal(session_id, later, b"kept", secret="old-secret")
+    server.client().hset(prefix + session_id, later, value)
+    rotated = make_app(
+        RedisSessionFactory(
+            "new", secret_fallbacks=["old-secret"], url=server.url, prefix=prefix
+        )
+    )
+    rotated.cookiejar = old.cookiejar
+    assert results(rotated.get("/do?op=get:a")) == ["1"]  # resealed: a write
+    new_id = results(rotated.get("/do?op=regenerate&op=id"))[1]
+    stored = fields(server, prefix + new_id)
+    from pyramid_redis_sessions.values import FieldCodec
+
+    assert FieldCodec("new").for_session(new_id).open(later, stored[later]) == (
+        b"kept",
+        True,
+    )

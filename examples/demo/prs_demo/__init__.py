@@ -61,9 +61,19 @@ def main(global_config: dict[str, Any], **settings: Any) -> Router:
         config.add_route("note", "/note")
         config.add_route("login", "/login")
         config.add_route("logout", "/logout")
+        config.add_route("sessions", "/sessions")
+        config.add_route("end_session", "/sessions/end")
+        config.add_route("end_others", "/sessions/end-others")
         config.add_view(views.home, route_name="home", request_method="GET")
         config.add_view(views.count, route_name="count", request_method="POST")
         config.add_view(views.save_note, route_name="note", request_method="POST")
         config.add_view(views.login, route_name="login", request_method="POST")
         config.add_view(views.logout, route_name="logout", request_method="POST")
+        config.add_view(views.sessions, route_name="sessions", request_method="GET")
+        config.add_view(
+            views.end_session, route_name="end_session", request_method="POST"
+        )
+        config.add_view(
+            views.end_others, route_name="end_others", request_method="POST"
+        )
         return config.make_wsgi_app()

@@ -13,11 +13,20 @@ from pyramid.request import Request
 from pyramid.response import Response
 
 from .inspector import Inspector, Record, digest, session_key
-from .page import Panel, render_page
+from .page import Panel, render_page, render_sessions
 
 MAX_NOTE_LENGTH = 200
-# Route names, posted to by the page's forms.
-FORMS = ("count", "note", "login", "logout")
+# Route names the pages link or post to.
+FORMS = (
+    "home",
+    "count",
+    "note",
+    "login",
+    "logout",
+    "sessions",
+    "end_session",
+    "end_others",
+)
 
 
 def home(request: Request) -> Response:
@@ -85,9 +94,59 @@ def login(request: Request) -> HTTPSeeOther:
     request.session.regenerate_id()
     # The same for the CSRF token: one seen before the login is no use after.
     new_csrf_token(request)
+    # With redis.sessions.user_key = user, this line also puts the session in
+    # the user's index of sessions, in the same round trip as the save.
     request.session["user"] = username
+    # Optional: what the "Your sessions" page shows about this browser.
+    request.session.bind_user(
+        username,
+        details={
+            "user_agent": request.user_agent or "",
+            "ip": request.client_addr or "",
+        },
+    )
     request.session.flash(f"Logged in as {username}.")
     return HTTPSeeOther(request.route_url("home"))
+
+
+def sessions(request: Request) -> Response | HTTPSeeOther:
+    """List the logged-in user's sessions, in every browser."""
+    user = request.session.get("user")
+    if user is None:
+        request.session.flash("Log in to see your sessions.")
+        return HTTPSeeOther(request.route_url("home"))
+    return Response(
+        render_sessions(
+            user=user,
+            sessions=request.session.user_sessions().list(user),
+            messages=request.session.pop_flash(),
+            csrf_token=request.session.get_csrf_token(),
+            urls={name: request.route_path(name) for name in FORMS},
+        )
+    )
+
+
+def end_session(request: Request) -> HTTPSeeOther:
+    """End one of the user's sessions, named by its handle (never its id)."""
+    user = request.session.get("user")
+    if user is not None:
+        handle = request.POST.get("handle", "")
+        if request.session.user_sessions().end(user, handle):
+            request.session.flash("That session has ended.")
+        else:
+            request.session.flash("No such session.")
+    return HTTPSeeOther(request.route_url("sessions"))
+
+
+def end_others(request: Request) -> HTTPSeeOther:
+    """Log out everywhere else: end every session of the user but this one.
+    After a password change, an application would do this by itself."""
+    user = request.session.get("user")
+    if user is not None:
+        sessions = request.session.user_sessions()
+        ended = sessions.end_all(user, keep=sessions.current_handle)
+        request.session.flash(f"Logged out {ended} other session(s).")
+    return HTTPSeeOther(request.route_url("sessions"))
 
 
 def logout(request: Request) -> HTTPSeeOther:

@@ -1,0 +1,368 @@
+"""A user's sessions: list them, end one, end them all ("log out everywhere").
+
+Binding
+-------
+
+A session is bound to a user by a save, when the ``user_key`` option names
+a session key that the request set, changed or deleted, or when the
+application called :meth:`~pyramid_redis_sessions.RedisSession.bind_user`.
+The binding is kept in the session itself, in two signed reserved fields:
+``\\xffuser`` (the user, UTF-8) and ``\\xffuser-details`` (what the
+application chose to record at login, JSON). Nothing else changes: loading
+and saving a bound session costs what it costs unbound.
+
+The index
+---------
+
+Per user, a sorted set of that user's session ids, scored by expiry, at::
+
+    prefix + "user:{" + sha256(user)[:32 hex] + "}"
+
+* The braces are a Cluster hash tag: all of one user's index is one key in
+  one slot, while the session keys stay spread over the cluster.
+* The user id is hashed, not escaped: a user id may hold ``{``, ``}`` or
+  any byte, and user ids (often e-mail addresses) do not appear in key
+  names, where ``SCAN``, ``MONITOR``, slow logs and keyspace notifications
+  would show them. The hash is not keyed with the secret on purpose: a
+  rotated secret must not lose the index. Whoever can read Redis can read
+  the session values anyway; the hash only keeps names out of key lists.
+
+The index is changed in the same pipeline as the save that binds, rebinds
+or unbinds a session, that regenerates a bound session's id, or that
+invalidates one (:mod:`pyramid_redis_sessions.store`); ordinary reads and
+writes of a bound session never touch it.
+
+Scores, pruning and expiry
+--------------------------
+
+A read slides a session's TTL without touching the index, so a score can
+fall behind the session's real expiry. What a score means therefore
+depends on ``absolute_timeout``:
+
+* With ``absolute_timeout``, the score is the session's deadline
+  (``created + absolute_timeout``), which no session outlives. Entries past
+  their score are dead and pruned by score (``ZREMRANGEBYSCORE``) whenever
+  the index is written, and the index key expires with its last deadline.
+* Without it, the score is the expiry last known: "look again after". An
+  entry whose score has passed is a *suspect*: whenever the index is read
+  or written, the suspects' sessions are looked at (``PTTL`` and their
+  signed user field, pipelined); the dead and those no longer bound to this
+  user are removed, the live ones re-scored with their real expiry. So no
+  live session is ever dropped from the index (``end_all`` after a password
+  change must reach every one), expired entries never pile up, and the
+  index key, having no deadline to expire at, is deleted by Redis when its
+  last entry is pruned.
+
+Entries of sessions that ended otherwise (invalidated, ended through this
+module, or gone on Cluster between two commands) are removed at once or,
+failing that, once their score has passed. Listing reads every session's
+real TTL, so it is right whatever the scores say.
+
+Costs, in round trips, for a user with N sessions (standalone; on Cluster
+the per-session reads are pipelined per node):
+
+* binding save: the save's own, plus (without ``absolute_timeout``, only
+  when there are suspects) 2 to look at them and fix the index;
+* :meth:`UserSessions.list`: 2, plus 1 when the index needs fixing;
+* :meth:`UserSessions.end`, :meth:`UserSessions.end_all`: 2.
+
+Handles
+-------
+
+A session's id is a bearer credential, so it never leaves this module:
+sessions are named by a handle, the first 128 bits of an HMAC-SHA256 of the
+id under a key derived from ``secret`` (hex). A handle is stable for the
+life of the session, cannot be turned back into the id, and is only
+accepted among the sessions of the user it is presented with.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import hmac
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .store import IndexUpdate, RedisStore
+from .values import CREATED, TIMEOUT, USER, USER_DETAILS, BadValue
+
+if TYPE_CHECKING:
+    from pyramid.request import Request
+
+    from .session import SessionFactory
+
+__all__ = [
+    "IndexChanges",
+    "SessionInfo",
+    "UserSessions",
+    "derive_handle_key",
+    "details_payload",
+    "index_key",
+    "user_payload",
+]
+
+_HANDLE_SALT = b"pyramid_redis_sessions.handle"
+_HANDLE_BYTES = 16
+_INDEX_DIGEST_HEX = 32
+_FIELDS = (CREATED, TIMEOUT, USER, USER_DETAILS)
+
+
+def derive_handle_key(secret: str) -> bytes:
+    """The key of the handles, derived from ``secret`` with its own salt."""
+    return hmac.new(secret.encode("utf-8"), _HANDLE_SALT, hashlib.sha256).digest()
+
+
+def index_key(prefix: str, user: str) -> str:
+    """The Redis key of ``user``'s index (see the module's docstring)."""
+    digest = hashlib.sha256(user_payload(user)).hexdigest()[:_INDEX_DIGEST_HEX]
+    return f"{prefix}user:{{{digest}}}"
+
+
+def user_payload(user: str) -> bytes:
+    """The payload of the ``\\xffuser`` field."""
+    return user.encode("utf-8", "surrogatepass")
+
+
+def details_payload(details: Mapping[str, str]) -> bytes:
+    """The payload of the ``\\xffuser-details`` field; ``TypeError`` unless
+    ``details`` maps ``str`` to ``str``."""
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in details.items()):
+        raise TypeError("session details must map str to str")
+    return json.dumps(dict(details), sort_keys=True, separators=(",", ":")).encode()
+
+
+def _details(payload: bytes) -> dict[str, str]:
+    """The details of a payload that this application signed."""
+    value: dict[str, str] = json.loads(payload)
+    return value
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One live session of a user, as :meth:`UserSessions.list` sees it."""
+
+    #: Names the session for :meth:`UserSessions.end`; never its id.
+    handle: str
+    #: When the session was created (seconds since the epoch).
+    created: float
+    #: When it was last used, derived from its TTL (``expires - timeout``):
+    #: exact unless the TTL is cut short by ``absolute_timeout``, in which
+    #: case it is the earliest it can have been. ``None`` without expiry.
+    last_active: float | None
+    #: When it expires unless used again; ``None`` for never.
+    expires: float | None
+    #: True for the session of the request the listing was made from.
+    current: bool
+    #: What the application recorded with ``bind_user(..., details=...)``.
+    details: Mapping[str, str] = field(default_factory=dict)
+
+
+class IndexChanges:
+    """The index updates of one save, by user (built by the session)."""
+
+    def __init__(self, prefix: str, deadlines: bool) -> None:
+        self._prefix = prefix
+        self._deadlines = deadlines
+        self._by_user: dict[str, IndexUpdate] = {}
+
+    def _update(self, user: str) -> IndexUpdate:
+        if user not in self._by_user:
+            key = index_key(self._prefix, user)
+            self._by_user[user] = IndexUpdate(key, deadlines=self._deadlines)
+        return self._by_user[user]
+
+    def add(self, user: str, session_id: str, score: float) -> None:
+        self._update(user).add.append((session_id, score))
+
+    def remove(self, user: str, session_id: str) -> None:
+        self._update(user).remove.append(session_id)
+
+    @property
+    def updates(self) -> list[IndexUpdate]:
+        return list(self._by_user.values())
+
+    def check_suspects(self, factory: SessionFactory, store: RedisStore) -> None:
+        """After the save: look at the sessions whose entries' scores have
+        passed (there are none with ``absolute_timeout``)."""
+        for user, update in self._by_user.items():
+            if update.suspects:
+                sessions = UserSessions._with(factory, store, None)
+                now = time.time()
+                sessions._sweep(user, [(m, now) for m in update.suspects], now)
+
+
+class UserSessions:
+    """List and end the sessions of a user.
+
+    From a view, ``request.session.user_sessions()`` gives one that knows
+    which session is the request's. From a script (a CLI, a job) with only
+    the settings::
+
+        factory = session_factory_from_settings(settings)
+        sessions = UserSessions(factory)
+        for info in sessions.list("42"):
+            ...
+        sessions.end_all("42")
+
+    ``user`` is the user as the index knows it: ``str(session[user_key])``,
+    or what was given to :meth:`~pyramid_redis_sessions.RedisSession.bind_user`.
+
+    A factory with ``client_callable`` has no client of its own: pass the
+    ``request`` then.
+    """
+
+    def __init__(self, factory: SessionFactory, request: Request | None = None) -> None:
+        self._factory = factory
+        current: str | None = None
+        if request is not None:
+            store = factory.store_for(request)
+            current = getattr(request.session, "_current_id", lambda: None)()
+        elif factory.store is not None:
+            store = factory.store
+        else:
+            raise ValueError(
+                "this factory gets its Redis client from client_callable, "
+                "which needs a request: pass one"
+            )
+        self._store = store
+        self._current = current
+
+    @classmethod
+    def _with(
+        cls, factory: SessionFactory, store: RedisStore, current: str | None
+    ) -> UserSessions:
+        self = cls.__new__(cls)
+        self._factory, self._store, self._current = factory, store, current
+        return self
+
+    @property
+    def current_handle(self) -> str | None:
+        """The handle of the request's session, or ``None`` (no request, or
+        no stored session yet). Give it to :meth:`end_all` as ``keep``."""
+        return None if self._current is None else self._handle(self._current)
+
+    def _handle(self, session_id: str) -> str:
+        mac = hmac.new(
+            self._factory.handle_key,
+            session_id.encode("utf-8", "surrogatepass"),
+            hashlib.sha256,
+        )
+        return mac.digest()[:_HANDLE_BYTES].hex()
+
+    def _key(self, user: str) -> str:
+        return index_key(self._factory.prefix, user)
+
+    def list(self, user: str) -> builtins.list[SessionInfo]:
+        """The live sessions of ``user``, oldest first. Prunes the index."""
+        members = self._store.index_members(self._key(user))
+        if not members:
+            return []
+        return self._sweep(user, members, time.time())
+
+    def _sweep(
+        self, user: str, members: Sequence[tuple[str, float]], now: float
+    ) -> builtins.list[SessionInfo]:
+        """Look at ``members``' sessions; fix the index (dead and foreign
+        entries whose score has passed go, live ones get their real expiry);
+        the live sessions of ``user``."""
+        ids = [session_id for session_id, _ in members]
+        seen = self._store.inspect(ids, _FIELDS)
+        infos: builtins.list[SessionInfo] = []
+        update = IndexUpdate(
+            self._key(user), deadlines=self._factory.absolute_timeout is not None
+        )
+        for (session_id, score), (pttl, values) in zip(members, seen, strict=True):
+            info = self._info(session_id, user, pttl, values, now)
+            if info is None:
+                # Not yet past its score, it may be a session being bound
+                # right now on another Cluster node: left for later.
+                if score <= now:
+                    update.remove.append(session_id)
+                continue
+            infos.append(info)
+            if score <= now:
+                expires = math.inf if info.expires is None else info.expires
+                update.add.append((session_id, expires))
+        if update.remove or update.add:
+            self._store.update_index(update)
+        infos.sort(key=lambda info: info.created)
+        return infos
+
+    def _info(
+        self,
+        session_id: str,
+        user: str,
+        pttl: int,
+        values: Sequence[bytes | None],
+        now: float,
+    ) -> SessionInfo | None:
+        """The session, if it lives and its signed user field is ``user``."""
+        created_v, timeout_v, user_v, details_v = values
+        if pttl == -2 or created_v is None or user_v is None:
+            return None
+        seal = self._factory.codec.for_session(session_id)
+        try:
+            if seal.open(USER, user_v)[0] != user_payload(user):
+                return None
+            created = float(seal.open(CREATED, created_v)[0])
+            timeout = self._factory.timeout
+            if timeout_v is not None:
+                timeout = int(float(seal.open(TIMEOUT, timeout_v)[0])) or None
+            details = (
+                {}
+                if details_v is None
+                else _details(seal.open(USER_DETAILS, details_v)[0])
+            )
+        except (BadValue, ValueError):
+            return None
+        expires = None if pttl < 0 else now + pttl / 1000
+        last_active = None
+        if expires is not None and timeout is not None:
+            last_active = min(now, max(created, expires - timeout))
+        return SessionInfo(
+            handle=self._handle(session_id),
+            created=created,
+            last_active=last_active,
+            expires=expires,
+            current=session_id == self._current,
+            details=details,
+        )
+
+    def end(self, user: str, handle: str) -> bool:
+        """End the session of ``user`` that ``handle`` names: its key is
+        deleted, so its browser's next request starts a new session. False
+        if no session of ``user`` has that handle."""
+        members = self._store.index_members(self._key(user))
+        for session_id, _ in members:
+            if hmac.compare_digest(self._handle(session_id), handle):
+                return self._end(user, [session_id]) == 1
+        return False
+
+    def end_all(self, user: str, keep: str | None = None) -> int:
+        """End every session of ``user`` but the one whose handle is
+        ``keep`` ("log out everywhere else": pass :attr:`current_handle`);
+        the number ended."""
+        members = self._store.index_members(self._key(user))
+        ids = [m for m, _ in members if keep is None or self._handle(m) != keep]
+        return self._end(user, ids) if ids else 0
+
+    def _end(self, user: str, session_ids: builtins.list[str]) -> int:
+        """Delete those of ``session_ids`` whose signed user is ``user``
+        (checked by the script that deletes them), and drop all of them
+        from ``user``'s index."""
+        payload = user_payload(user)
+        accepted = [
+            self._factory.codec.for_session(i).seals(USER, payload) for i in session_ids
+        ]
+        update = IndexUpdate(
+            self._key(user),
+            remove=list(session_ids),
+            deadlines=self._factory.absolute_timeout is not None,
+        )
+        ended = self._store.end(session_ids, USER, accepted, update)
+        return sum(ended)
