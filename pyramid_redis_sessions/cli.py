@@ -462,7 +462,10 @@ class _Shown:
     #: Values by session key; :class:`_Unreadable` for those not shown.
     keys: dict[str, Any] | None = None
     flash: list[tuple[str, Any]] | None = None
+    #: Why the application would refuse the session; empty if it would not.
     problems: list[str] | None = None
+    #: Fields that only a ``secret_fallbacks`` entry verifies.
+    fallback_fields: int = 0
 
 
 def _unquote(ctx: _Context, value: str) -> str:
@@ -533,6 +536,7 @@ def _show_session(ctx: _Context, session_id: str, source: str) -> _Shown | None:
     flash: list[tuple[str, Any]] = []
     problems: list[str] = []
     created = timeout = None
+    fallback_fields = 0
     seal = ctx.factory.codec.for_session(session_id)
     loads = ctx.factory.serializer.loads
     for field, raw in sorted(stored.fields.items()):
@@ -545,7 +549,7 @@ def _show_session(ctx: _Context, session_id: str, source: str) -> _Shown | None:
                 keys[name] = _Unreadable("does not verify: not deserialized")
             continue
         if not current:
-            problems.append(f"field {name!r} verifies with a fallback secret only")
+            fallback_fields += 1
         if field == CREATED:
             created = _float(payload, problems, name)
         elif field == TIMEOUT:
@@ -574,6 +578,7 @@ def _show_session(ctx: _Context, session_id: str, source: str) -> _Shown | None:
         keys=keys,
         flash=flash,
         problems=problems,
+        fallback_fields=fallback_fields,
     )
 
 
@@ -645,6 +650,7 @@ def _print_shown(shown: _Shown, as_json: bool, out: TextIO) -> None:
                 "ttl": shown.ttl,
                 "valid": not problems,
                 "problems": problems,
+                "fallback_fields": shown.fallback_fields,
                 "keys": {name: repr(value) for name, value in keys.items()},
                 "flash": [{"queue": q, "message": repr(m)} for q, m in flash],
             },
@@ -664,6 +670,11 @@ def _print_shown(shown: _Shown, as_json: bool, out: TextIO) -> None:
         w("  status    INVALID: the application would refuse this session\n")
         for problem in problems:
             w(f"            - {problem}\n")
+    elif shown.fallback_fields:
+        w(
+            f"  status    valid; {shown.fallback_fields} fields verify with a "
+            "secret_fallbacks entry only (re-signed when next used)\n"
+        )
     else:
         w("  status    valid: every field verifies\n")
     w(f"\nkeys ({len(keys)})\n")
