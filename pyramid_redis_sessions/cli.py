@@ -458,7 +458,10 @@ class _Shown:
     source: str
     ttl: int | None
     created: float | None = None
-    timeout: str = ""
+    #: Seconds of inactivity allowed (``None``: no expiry), and whether the
+    #: session has a timeout of its own rather than the ``timeout`` setting.
+    timeout: int | None = None
+    own_timeout: bool = False
     #: Values by session key; :class:`_Unreadable` for those not shown.
     keys: dict[str, Any] | None = None
     flash: list[tuple[str, Any]] | None = None
@@ -562,19 +565,14 @@ def _show_session(ctx: _Context, session_id: str, source: str) -> _Shown | None:
             keys[key_name(field)] = _decoded(loads, payload, problems, name)
     if CREATED not in stored.fields:
         problems.append("no creation time")
-    if timeout is not None:
-        described = f"{int(timeout)} s (its own)" if timeout else "none (its own)"
-    elif ctx.factory.timeout:
-        described = f"{ctx.factory.timeout} s (the timeout setting)"
-    else:
-        described = "none (the timeout setting)"
     return _Shown(
         "session",
         handle,
         source,
         stored.ttl,
         created=created,
-        timeout=described,
+        timeout=ctx.factory.timeout if timeout is None else (int(timeout) or None),
+        own_timeout=timeout is not None,
         keys=keys,
         flash=flash,
         problems=problems,
@@ -626,7 +624,8 @@ def _show_legacy(ctx: _Context, cookie: LegacyCookie, handles: Handles) -> _Show
         f"a {cookie.kind.value} cookie signed with {signer}",
         ttl,
         created=legacy.created,
-        timeout=f"{legacy.timeout} s" if legacy.timeout else "none",
+        timeout=legacy.timeout,
+        own_timeout=True,
         keys=keys,
         flash=[
             (queue, message)
@@ -647,6 +646,7 @@ def _print_shown(shown: _Shown, as_json: bool, out: TextIO) -> None:
                 "source": shown.source,
                 "created": shown.created,
                 "timeout": shown.timeout,
+                "own_timeout": shown.own_timeout,
                 "ttl": shown.ttl,
                 "valid": not problems,
                 "problems": problems,
@@ -664,7 +664,9 @@ def _print_shown(shown: _Shown, as_json: bool, out: TextIO) -> None:
     if shown.created is not None:
         age = _duration(max(0.0, time.time() - shown.created))
         w(f"  created   {_when(shown.created)} ({age} ago)\n")
-    w(f"  timeout   {shown.timeout}\n")
+    timeout = "none" if shown.timeout is None else f"{shown.timeout} s"
+    origin = "its own" if shown.own_timeout else "the timeout setting"
+    w(f"  timeout   {timeout} ({origin})\n")
     w(f"  ttl       {'none' if shown.ttl is None else _duration(shown.ttl)}\n")
     if problems:
         w("  status    INVALID: the application would refuse this session\n")

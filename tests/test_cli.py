@@ -498,6 +498,7 @@ def test_show_a_hash_without_a_creation_time_is_invalid(
     shown = json.loads(run(capsys, ini(), "show", sid, "--json").out)
     assert shown["problems"] == ["no creation time"]
     assert shown["ttl"] is None
+    assert shown["timeout"] == 1200 and shown["own_timeout"] is False
 
 
 def test_show_unknown_id_is_one_line_and_exit_1(

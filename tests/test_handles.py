@@ -32,4 +32,3 @@ def test_handles_depend_on_the_secret_and_the_id() -> None:
     assert handles("a") != handles("b")
     assert Handles("other")("a") != handles("a")
     assert handles("a") == handles("a")
-
