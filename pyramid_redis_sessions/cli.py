@@ -784,12 +784,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else USAGE
     except _Fail as e:
         return _report(str(e), e.code)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
-        server = context.server if context else "the configured server"
-        return _report(f"Redis at {server} is unavailable: {_one_line(e)}", FAILED)
     except (redis.RedisError, RedisClusterException) as e:
-        server = context.server if context else _settings_server(args)
-        return _report(f"Redis at {server} failed: {_one_line(e)}", FAILED)
+        if context is None:  # a Cluster client asks for the layout when made
+            assert args is not None
+            return _report(
+                f"cannot connect to the Redis that {args.config_uri} configures: "
+                f"{_one_line(e)}",
+                FAILED,
+            )
+        if isinstance(
+            e, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        ):
+            what = "is unavailable"
+        else:
+            what = "failed"
+        return _report(f"Redis at {context.server} {what}: {_one_line(e)}", FAILED)
     except KeyboardInterrupt:
         return _report("interrupted", 130)
     except BrokenPipeError:
@@ -807,12 +816,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--traceback for details)",
             FAILED,
         )
-
-
-def _settings_server(args: argparse.Namespace | None) -> str:
-    return (
-        "the configured server" if args is None else f"the server of {args.config_uri}"
-    )
 
 
 def _report(message: str, code: int) -> int:
