@@ -285,7 +285,8 @@ def test_purge_unlinks_10000_sessions_in_batches(
     where = f"under {prefix!r} on {server.host}:{server.port}"
     assert result.out == f"deleted {MANY:,} sessions {where}\n"
     assert result.err == ""  # not a terminal: no progress line
-    assert sorted(client.scan_iter(match=prefix + "*")) == [
+    # A set: SCAN may return a key twice while the server resizes its table.
+    assert sorted(set(client.scan_iter(match=prefix + "*"))) == [
         prefix.encode() + b"legacy",
         prefix.encode() + b"user:ann",
     ]
@@ -708,7 +709,7 @@ def test_unreachable_cluster(
     result = run(
         capsys, ini(url=f"redis://127.0.0.1:{port}/0", cluster="true"), "stats"
     )
-    assert_one_line_error(result, 1, "Redis at the server of")
+    assert_one_line_error(result, 1, "cannot connect to the Redis that")
 
 
 def test_redis_error_reply(
