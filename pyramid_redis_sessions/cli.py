@@ -326,7 +326,11 @@ def _load(args: argparse.Namespace) -> _Context:
     return _Context(
         settings,
         factory,
-        admin.Keyspace(store.client, factory.prefix, getattr(args, "batch_size", 1)),
+        admin.Keyspace(
+            store.client,
+            factory.prefix,
+            getattr(args, "batch_size", admin.DEFAULT_BATCH_SIZE),
+        ),
         secret,
         fallbacks,
     )

@@ -266,6 +266,28 @@ def test_stats_of_an_empty_store(
     assert "sessions  0\n  memory    0 B\n" in result.out
 
 
+CALLED_WITH: list[Any] = []
+
+
+def client_for(request: Any, **options: Any) -> redis.Redis:
+    """A ``client_callable``, as an application might write one."""
+    CALLED_WITH.append(request)
+    return redis.Redis.from_url(options["url"])
+
+
+def test_stats_through_the_apps_client_callable(
+    capsys: pytest.CaptureFixture[str],
+    ini: Callable[..., str],
+    server: BaseServer,
+    prefix: str,
+) -> None:
+    fill(server.client(), prefix, 4)
+    CALLED_WITH.clear()
+    result = run(capsys, ini(client_callable=f"{__name__}.client_for"), "stats")
+    assert "sessions  4\n" in result.out
+    assert len(CALLED_WITH) == 1 and CALLED_WITH[0].path == "/"
+
+
 # -- purge ---------------------------------------------------------------------
 
 
