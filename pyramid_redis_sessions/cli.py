@@ -30,13 +30,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, NoReturn, Protocol, TextIO
+from typing import Any, NoReturn, TextIO
 
 import redis
 import redis.exceptions
 from pyramid.paster import get_appsettings, setup_logging
 from pyramid.request import Request
-from pyramid.settings import asbool
 from redis.exceptions import RedisClusterException
 
 from . import admin
@@ -46,40 +45,16 @@ from .handles import Handles
 from .legacy import LegacyCookie, LegacyCookies, decode_value
 from .serializers import FunctionSerializer
 from .settings import PREFIX, coerce_option
+from .users import UserSessions
 from .values import CREATED, FLASH, RESERVED, TIMEOUT, BadValue, key_name
 
-__all__ = ["UserSession", "UserSessionIndex", "main"]
+__all__ = ["main"]
 
 PROG = "psessions"
 #: Exit codes.
 OK, FAILED, USAGE = 0, 1, 2
 #: The width of the bars of the TTL histogram.
 BAR_WIDTH = 40
-
-
-class UserSession(Protocol):
-    """One entry of a user's sessions, as the user-sessions index lists it."""
-
-    @property
-    def handle(self) -> str:
-        """The session's :mod:`~pyramid_redis_sessions.handles` handle."""
-
-    @property
-    def expires(self) -> float | None:
-        """When the session expires (seconds since the epoch); ``None``
-        when it has no expiry."""
-
-
-class UserSessionIndex(Protocol):
-    """What ``psessions CONFIG user`` needs from the user-sessions index,
-    found as the factory's ``user_sessions`` attribute (``None`` unless
-    ``user_key`` is set)."""
-
-    def sessions(self, user: str) -> Sequence[UserSession]:
-        """The user's live sessions, soonest to expire first."""
-
-    def end_all(self, user: str) -> int:
-        """End every session of the user; return how many were ended."""
 
 
 class _Fail(Exception):
@@ -337,12 +312,8 @@ def _load(args: argparse.Namespace) -> _Context:
 
 
 def _legacy_cookies_on(ctx: _Context) -> bool:
-    """``legacy_cookies``: the factory's, once it has one; else the setting,
-    on by default as the SPEC has it."""
-    value = getattr(ctx.factory, "legacy_cookies", None)
-    if isinstance(value, bool):
-        return value
-    return bool(asbool(ctx.settings.get(PREFIX + "legacy_cookies", True)))
+    """``legacy_cookies``: the factory reads legacy cookies only when on."""
+    return ctx.factory.cookie.legacy is not None
 
 
 # -- formatting ------------------------------------------------------------
@@ -698,11 +669,9 @@ def _print_shown(shown: _Shown, as_json: bool, out: TextIO) -> None:
 
 
 def _user(ctx: _Context, args: argparse.Namespace, out: TextIO) -> int:
-    index: UserSessionIndex | None = getattr(ctx.factory, "user_sessions", None)
-    if index is None:
-        raise _Fail(
-            "user sessions are not configured (set redis.sessions.user_key)", USAGE
-        )
+    """A user's sessions from the user-sessions index (``user_key`` or
+    ``bind_user()``), and ending them all."""
+    index = UserSessions(ctx.factory, Request.blank("/"))
     if args.end_all:
         ended = index.end_all(args.user)
         if args.json:
@@ -710,9 +679,20 @@ def _user(ctx: _Context, args: argparse.Namespace, out: TextIO) -> int:
         else:
             out.write(f"ended {ended:,} sessions of user {args.user!r}\n")
         return OK
-    sessions = index.sessions(args.user)
+    sessions = sorted(
+        index.list(args.user), key=lambda s: (s.expires is None, s.expires or 0)
+    )
     if args.json:
-        listed = [{"handle": s.handle, "expires": s.expires} for s in sessions]
+        listed = [
+            {
+                "handle": s.handle,
+                "created": s.created,
+                "last_active": s.last_active,
+                "expires": s.expires,
+                "details": s.details,
+            }
+            for s in sessions
+        ]
         out.write(json.dumps({"user": args.user, "sessions": listed}, indent=2))
         out.write("\n")
         return OK
@@ -722,7 +702,13 @@ def _user(ctx: _Context, args: argparse.Namespace, out: TextIO) -> int:
         left = "no expiry" if s.expires is None else _when(s.expires)
         if s.expires is not None:
             left += f" (in {_duration(max(0.0, s.expires - now))})"
-        out.write(f"  {s.handle}  expires {left}\n")
+        active = (
+            ""
+            if s.last_active is None
+            else f", active {_duration(max(0.0, now - s.last_active))} ago"
+        )
+        details = "".join(f"  {k}={v!r}" for k, v in sorted(s.details.items()))
+        out.write(f"  {s.handle}  expires {left}{active}{details}\n")
     return OK
 
 

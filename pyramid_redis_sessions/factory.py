@@ -26,12 +26,12 @@ from .client import (
 )
 from .cookies import CookieCodec, CookieSettings
 from .exceptions import ConfigurationError
+from .handles import Handles
 from .legacy import LegacyCookies
 from .serializers import FunctionSerializer, PickleSerializer, Serializer
 from .session import SessionFactory
 from .settings import DEPRECATED, PREFIX, coerce_option, settings_options
 from .store import RedisStore
-from .users import derive_handle_key
 from .values import FieldCodec
 
 __all__ = [
@@ -333,7 +333,7 @@ def _build(
         cookie_on_exception=opts["cookie_on_exception"],
         detect_changes=opts["detect_changes"],
         user_key=opts["user_key"],
-        handle_key=derive_handle_key(opts["secret"]),
+        handles=Handles(opts["secret"]),
         id_generator=opts["id_generator"] or generate_session_id,
         prefix=opts["prefix"],
         store=store,

@@ -3,10 +3,11 @@
 A session id is a bearer secret: whoever holds it holds the session. Places
 that must name a session to a person (the ``psessions`` command's list of
 the largest sessions, a user's list of their own sessions) show its handle
-instead: 16 hex digits of an HMAC of the id, keyed from ``secret``::
+instead: 32 hex digits (128 bits) of an HMAC of the id, keyed from
+``secret``::
 
     key    = HMAC-SHA256(secret.encode("utf-8"), b"pyramid_redis_sessions.handle")
-    handle = HMAC-SHA256(key, session_id.encode("utf-8")).hexdigest()[:16]
+    handle = HMAC-SHA256(key, session_id.encode("utf-8")).hexdigest()[:32]
 
 The key has a salt of its own, so it is neither the key that signs cookies
 nor the one that signs stored values. A handle cannot be turned back into
@@ -15,10 +16,9 @@ guessed. The same id always has the same handle under the same ``secret``,
 so a handle shown by ``psessions stats`` can be matched with one listed by
 the user-sessions index; after the secret is rotated, handles change.
 
-64 bits make collisions between the live sessions of one store unlikely
-(a chance of about 3 in 100 million among a million sessions) but not
-impossible: code that acts on a session by its handle must look the
-handle up among a known set of ids (one user's sessions), never across
+With 128 bits, two live sessions of one store sharing a handle is not a
+practical concern; even so, code that acts on a session by its handle looks
+the handle up among a known set of ids (one user's sessions), never across
 the whole store.
 
 .. versionadded:: 2.0
@@ -33,7 +33,7 @@ __all__ = ["HANDLE_LENGTH", "Handles", "session_handle"]
 
 _SALT = b"pyramid_redis_sessions.handle"
 #: Hex digits in a handle.
-HANDLE_LENGTH = 16
+HANDLE_LENGTH = 32
 
 
 class Handles:

@@ -47,6 +47,7 @@ from zope.interface import implementer
 
 from .cookies import CookieCodec
 from .exceptions import BadLegacyValue, SessionStoreError
+from .handles import Handles
 from .legacy import LegacyCookie, LegacySession, decode_value
 from .serializers import Serializer
 from .store import RedisStore
@@ -121,8 +122,8 @@ class SessionFactory:
     legacy_loads: Callable[[bytes], Any] = pickle.loads
     #: The session key that names the user (the ``user_key`` option).
     user_key: str | None = None
-    #: Key of the handles that name sessions in :mod:`.users`.
-    handle_key: bytes = b""
+    #: Names sessions for people without their ids (:mod:`.handles`).
+    handles: Handles | None = None
 
     def __call__(self, request: Request) -> RedisSession:
         return RedisSession(request, self)

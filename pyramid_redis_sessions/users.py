@@ -70,8 +70,9 @@ Handles
 -------
 
 A session's id is a bearer credential, so it never leaves this module:
-sessions are named by a handle, the first 128 bits of an HMAC-SHA256 of the
-id under a key derived from ``secret`` (hex). A handle is stable for the
+sessions are named by their :mod:`~pyramid_redis_sessions.handles` handle
+(128 bits of an HMAC of the id, keyed from ``secret``), the same that
+``psessions`` shows. A handle is stable for the
 life of the session, cannot be turned back into the id, and is only
 accepted among the sessions of the user it is presented with.
 """
@@ -100,21 +101,13 @@ __all__ = [
     "IndexChanges",
     "SessionInfo",
     "UserSessions",
-    "derive_handle_key",
     "details_payload",
     "index_key",
     "user_payload",
 ]
 
-_HANDLE_SALT = b"pyramid_redis_sessions.handle"
-_HANDLE_BYTES = 16
 _INDEX_DIGEST_HEX = 32
 _FIELDS = (CREATED, TIMEOUT, USER, USER_DETAILS)
-
-
-def derive_handle_key(secret: str) -> bytes:
-    """The key of the handles, derived from ``secret`` with its own salt."""
-    return hmac.new(secret.encode("utf-8"), _HANDLE_SALT, hashlib.sha256).digest()
 
 
 def index_key(prefix: str, user: str) -> str:
@@ -221,7 +214,11 @@ class UserSessions:
         current: str | None = None
         if request is not None:
             store = factory.store_for(request)
-            current = getattr(request.session, "_current_id", lambda: None)()
+            try:
+                session = request.session
+            except AttributeError:  # a bare request (a script's) has none
+                session = None
+            current = getattr(session, "_current_id", lambda: None)()
         elif factory.store is not None:
             store = factory.store
         else:
@@ -247,12 +244,8 @@ class UserSessions:
         return None if self._current is None else self._handle(self._current)
 
     def _handle(self, session_id: str) -> str:
-        mac = hmac.new(
-            self._factory.handle_key,
-            session_id.encode("utf-8", "surrogatepass"),
-            hashlib.sha256,
-        )
-        return mac.digest()[:_HANDLE_BYTES].hex()
+        assert self._factory.handles is not None  # the factory always makes it
+        return self._factory.handles(session_id)
 
     def _key(self, user: str) -> str:
         return index_key(self._factory.prefix, user)

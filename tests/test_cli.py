@@ -22,17 +22,17 @@ from typing import Any
 import pytest
 import redis
 import redis.connection
+import webtest
 from redis.cluster import RedisCluster
 from webob.cookies import SignedSerializer
 
 from pyramid_redis_sessions import cli
 from pyramid_redis_sessions.admin import Keyspace
 from pyramid_redis_sessions.cookies import CookieCodec, CookieSettings
-from pyramid_redis_sessions.factory import SessionFactory
 from pyramid_redis_sessions.handles import Handles
 from pyramid_redis_sessions.legacy import FORK_HASHALG, FORK_SALT
 from pyramid_redis_sessions.values import CREATED, FLASH, TIMEOUT, FieldCodec
-from tests.app import SECRET
+from tests.app import SECRET, factory, make_app, results
 from tests.servers import BaseServer, free_port, split_packed
 from tests.test_legacy import Utf8, one_x_cookie
 from tests.topologies import ClusterTopology, SentinelTopology
@@ -608,79 +608,55 @@ def test_show_legacy_cookie_when_legacy_cookies_is_off(
     ini: Callable[..., str],
     server: BaseServer,
 ) -> None:
-    # The option is not on main yet: stand in for a factory that has it.
-    monkeypatch.setattr(SessionFactory, "legacy_cookies", False, raising=False)
     server.client().set("k", pickle.dumps({"m": {}, "c": 1, "v": 1}))
     fork = SignedSerializer(SECRET, FORK_SALT, FORK_HASHALG, Utf8()).dumps("k")
-    result = run(capsys, ini(), "show", fork.decode())
+    result = run(capsys, ini(legacy_cookies="false"), "show", fork.decode())
     assert_one_line_error(result, 2, "legacy_cookies is off")
 
 
 # -- user ----------------------------------------------------------------------
 
 
-def test_user_without_the_index_says_how_to_configure_it(
-    capsys: pytest.CaptureFixture[str], ini: Callable[..., str]
-) -> None:
-    result = run(capsys, ini(), "user", "ann")
-    assert result.code == 2
-    assert result.err == (
-        "psessions: user sessions are not configured (set redis.sessions.user_key)\n"
-    )
-    assert result.out == ""
+def log_in(app: webtest.TestApp, user: str, agent: str) -> str:
+    """A browser's session bound to ``user``; returns its handle."""
+    app.get(f"/do?op=bind:{user}:{agent}")
+    handle: str = results(app.get("/do?op=handle"))[0]  # once it is stored
+    return handle
 
 
-@dataclass(frozen=True)
-class FakeEntry:
-    handle: str
-    expires: float | None
-
-
-class FakeIndex:
-    """Stands for the user-sessions index until it lands on main."""
-
-    def __init__(self) -> None:
-        self.entries = {
-            "ann": [
-                FakeEntry("0123456789abcdef", time.time() + 600),
-                FakeEntry("fedcba9876543210", None),
-            ]
-        }
-        self.ended: list[str] = []
-
-    def sessions(self, user: str) -> list[FakeEntry]:
-        return self.entries.get(user, [])
-
-    def end_all(self, user: str) -> int:
-        self.ended.append(user)
-        return len(self.entries.pop(user, []))
-
-
-def test_user_lists_and_ends_a_users_sessions_through_the_index(
+def test_user_lists_and_ends_a_users_sessions_from_the_index(
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
     ini: Callable[..., str],
+    server: BaseServer,
+    prefix: str,
 ) -> None:
-    index = FakeIndex()
-    monkeypatch.setattr(SessionFactory, "user_sessions", index, raising=False)
+    f = factory(server.url, prefix)
+    browsers = [make_app(f) for _ in range(3)]
+    agents = ("phone", "pc", "x")
+    handles = [log_in(b, "ann", ua) for b, ua in zip(browsers, agents, strict=True)]
+    log_in(make_app(f), "bob", "tablet")
     path = ini()
     result = run(capsys, path, "user", "ann")
-    assert result.code == 0
+    assert result.code == 0, result.err
     lines = result.out.splitlines()
-    assert lines[0] == "2 sessions of user 'ann'"
-    assert lines[1].startswith("  0123456789abcdef  expires ")
-    assert lines[1].endswith(("(in 9 min 59 s)", "(in 10 min)"))
-    assert lines[2] == "  fedcba9876543210  expires no expiry"
+    assert lines[0] == "3 sessions of user 'ann'"
+    assert sorted(line.split()[0] for line in lines[1:]) == sorted(handles)
+    assert any("ua='phone'" in line for line in lines[1:])
     listed = json.loads(run(capsys, path, "user", "ann", "--json").out)
-    assert [s["handle"] for s in listed["sessions"]] == [
-        "0123456789abcdef",
-        "fedcba9876543210",
-    ]
+    assert sorted(s["handle"] for s in listed["sessions"]) == sorted(handles)
     result = run(capsys, path, "user", "ann", "--end-all")
-    assert result.out == "ended 2 sessions of user 'ann'\n"
-    assert index.ended == ["ann"]
+    assert result.out == "ended 3 sessions of user 'ann'\n"
+    assert all(results(b.get("/do?op=new")) == [True] for b in browsers)
     result = run(capsys, path, "user", "ann", "--end-all", "--json")
     assert json.loads(result.out) == {"user": "ann", "ended": 0}
+    assert run(capsys, path, "user", "bob").out.startswith("1 sessions of user")
+
+
+def test_user_without_sessions(
+    capsys: pytest.CaptureFixture[str], ini: Callable[..., str]
+) -> None:
+    result = run(capsys, ini(), "user", "nobody")
+    assert (result.code, result.out) == (0, "0 sessions of user 'nobody'\n")
 
 
 # -- errors and help -----------------------------------------------------------

@@ -13,7 +13,7 @@ def by_hand(secret: str, session_id: str) -> str:
     key = hmac.new(
         secret.encode("utf-8"), b"pyramid_redis_sessions.handle", hashlib.sha256
     ).digest()
-    return hmac.new(key, session_id.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+    return hmac.new(key, session_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
 
 def test_a_handle_is_the_documented_hmac() -> None:
@@ -21,9 +21,9 @@ def test_a_handle_is_the_documented_hmac() -> None:
     assert Handles("s3cret")("id1") == by_hand("s3cret", "id1")
 
 
-def test_a_handle_is_16_hex_digits_and_never_contains_the_id() -> None:
+def test_a_handle_is_32_hex_digits_and_never_contains_the_id() -> None:
     handle = Handles("s3cret")("0123456789abcdef")
-    assert re.fullmatch(r"[0-9a-f]{16}", handle) and HANDLE_LENGTH == 16
+    assert re.fullmatch(r"[0-9a-f]{32}", handle) and HANDLE_LENGTH == 32
     assert handle != "0123456789abcdef"
 
 
