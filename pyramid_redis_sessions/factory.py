@@ -109,7 +109,7 @@ def RedisSessionFactory(
       ``None`` for never. Default: ``1200``.
 
     ``cookie_name``
-      Default: ``'session'``.
+      Name of the session cookie. Default: ``'session'``.
 
     ``cookie_max_age``
       ``Max-Age`` of the cookie in seconds; ``None`` for a browser-session
@@ -117,7 +117,7 @@ def RedisSessionFactory(
       request that used the session. Default: ``None``.
 
     ``cookie_path``
-      Default: ``'/'``.
+      ``Path`` of the cookie. Default: ``'/'``.
 
     ``cookie_domain``
       Default: ``None`` (the request's host).
@@ -142,11 +142,18 @@ def RedisSessionFactory(
       Where Redis is, when there is no ``url``.
       Default: ``'localhost'``, ``6379``, ``0``, ``None``, ``None``, ``None``.
 
+      .. versionchanged:: 2.0
+         ``username`` is new (Redis ACL users).
+
     ``socket_timeout``, ``socket_connect_timeout``
       Seconds to wait for an answer from Redis, and for a connection, before
       the request that needs the session fails with
       :class:`~pyramid_redis_sessions.exceptions.SessionStoreUnavailable`.
       Default: ``1.5`` and ``0.5``.
+
+      .. versionchanged:: 2.0
+         ``socket_connect_timeout`` is new, and both have bounded defaults
+         instead of waiting forever.
 
     ``retries``
       How often a command that met a connection error or a timeout is tried
@@ -191,6 +198,8 @@ def RedisSessionFactory(
       ``'pickle'``, ``'json'``, or an object with ``dumps(obj) -> bytes`` and
       ``loads(bytes) -> obj``. Default: ``None`` (pickle).
 
+      .. versionadded:: 2.0
+
     ``serialize``, ``deserialize``
       1.x's pair of functions, used when ``serializer`` is not given.
       Default: ``None``.
@@ -201,21 +210,33 @@ def RedisSessionFactory(
     ``prefix``
       Namespace of the session keys in Redis. Default: ``'session:'``.
 
+      .. versionchanged:: 2.0
+         The prefix is no longer part of the session id, and defaults to
+         ``'session:'``.
+
     ``cookie_samesite``
       ``'Lax'``, ``'Strict'``, ``'None'`` (needs ``cookie_secure``), or
       ``None``/empty for no attribute. Default: ``'Lax'``.
+
+      .. versionadded:: 2.0
 
     ``secret_fallbacks``
       Older secrets still accepted for cookies and stored values, so that
       ``secret`` can be rotated. Default: ``()``.
 
+      .. versionadded:: 2.0
+
     ``absolute_timeout``
       Seconds after creation when a session ends however active it is.
       Default: ``None``.
 
+      .. versionadded:: 2.0
+
     ``detect_changes``
       Save nested changes (``session['cart'].append(x)``) without
       ``changed()``. Default: ``True``.
+
+      .. versionadded:: 2.0
 
     ``legacy_cookies``
       Recognise the cookies of ``pyramid_redis_sessions`` 1.x and of

@@ -1,10 +1,10 @@
-"""Serializers turn the session envelope into bytes and back.
+"""Serializers turn session values into bytes and back, one value at a time.
 
 A serializer is any object with two methods, the protocol WebOb uses for
 cookies: ``dumps(appstruct) -> bytes`` and ``loads(bytes) -> appstruct``.
-Stored values are authenticated before ``loads`` sees them (see
-:mod:`pyramid_redis_sessions.values`), so ``loads`` only ever reads bytes
-that this application wrote.
+Stored values are authenticated before ``loads`` sees them (every field of
+a session carries a MAC keyed from ``secret``; see :doc:`storage`), so
+``loads`` only ever reads bytes that this application wrote.
 """
 
 from __future__ import annotations
@@ -27,9 +27,12 @@ __all__ = [
 class Serializer(Protocol):
     """What a ``serializer`` option must provide."""
 
-    def dumps(self, appstruct: Any) -> bytes: ...
+    def dumps(self, appstruct: Any) -> bytes:
+        """The bytes of one session value."""
 
-    def loads(self, bstruct: bytes) -> Any: ...
+    def loads(self, bstruct: bytes) -> Any:
+        """The value of bytes that :meth:`dumps` made; raise on bad input
+        (any exception: the session is then refused)."""
 
 
 class PickleSerializer:

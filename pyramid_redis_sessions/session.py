@@ -779,6 +779,8 @@ class RedisSession:
 
         Call it when privileges change (at login) so that an id planted in
         the browser beforehand is worth nothing afterwards.
+
+        .. versionadded:: 2.0
         """
         self._load()
         if self._stored_id is not None:
@@ -897,11 +899,14 @@ class RedisSession:
         return list(self._queue(queue).values())
 
     def new_csrf_token(self) -> str:
+        """Make, store and return a new CSRF token (Pyramid's default CSRF
+        policy calls this)."""
         token = secrets.token_hex(20)
         self[_CSRF_KEY] = token
         return token
 
     def get_csrf_token(self) -> str:
+        """The session's CSRF token, made on first use."""
         token = self.get(_CSRF_KEY)
         if token is None:
             token = self.new_csrf_token()
