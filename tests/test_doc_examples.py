@@ -114,3 +114,14 @@ def test_users_recipe_lists_ends_and_logs_out_everywhere(
         == 1
     )
     assert server.client().keys(prefix + "*") == []
+
+
+def test_counting_round_trips(server: BaseServer, prefix: str) -> None:
+    testing = example("testing")
+    settings = {
+        "redis.sessions.secret": "doc-example-secret",
+        "redis.sessions.url": server.url,
+        "redis.sessions.prefix": prefix,
+    }
+    testing.test_the_cart_costs_what_we_expect(settings)
+    assert len(server.client().keys(prefix + "*")) == 2  # warm-up and browser
