@@ -29,7 +29,7 @@ server that refuses, never accepts or accepts and never answers fails within::
     T = (r + 1) * ((r + 1) * c + r * b + s) + r * b
 
 With the defaults (``r`` = 2, ``c`` = 0.5, ``s`` = 1.5, ``b`` = 0.05) that is
-3 * (1.5 + 0.1 + 1.5) + 0.1 = 9.4 s, the SPEC's "under 10 s in all". In
+3 * (1.5 + 0.1 + 1.5) + 0.1 = 9.4 s, under the promised 10 s in all. In
 practice one fault applies at a time: a hung server costs about
 ``(r + 1) * s``, a dead one milliseconds. With Sentinel add, per connection
 attempt, ``c + s`` for each sentinel that does not answer while the master

@@ -1,4 +1,4 @@
-"""Deprecated: 1.x's ``get_default_connection``, for old ``client_callable``s.
+"""Deprecated: 1.x's ``get_default_connection``, for an old ``client_callable``.
 
 1.x documented ``client_callable(request, **redis_options)`` in this module
 and shipped the default it used, which applications wrapped to tweak the

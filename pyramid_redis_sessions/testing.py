@@ -85,7 +85,7 @@ class RoundTripCounter:
 
     @property
     def commands(self) -> list[list[str]]:
-        """Command names per round trip: ``[['GETEX'], ['MULTI', 'SET', 'EXEC']]``.
+        """Command names per round trip: ``[['EVALSHA'], ['DEL', 'EVALSHA']]``.
 
         Transactions show the MULTI and EXEC that frame them.
         """
