@@ -294,8 +294,9 @@ def decode_value(
     unsigned pickle (see the module's threat model). Keys that are not
     ``str`` are dropped and listed in :attr:`LegacySession.dropped_keys`.
 
-    Raises :class:`~pyramid_redis_sessions.exceptions.BadLegacyValue` with a short reason, and nothing else,
-    when the value does not load or is not in that package's format.
+    Raises :class:`~pyramid_redis_sessions.exceptions.BadLegacyValue` with
+    a short reason, and nothing else, when the value does not load or is not
+    in that package's format.
     """
     if not isinstance(raw, bytes):
         raise BadLegacyValue(f"value is {type(raw).__name__}, not bytes")
