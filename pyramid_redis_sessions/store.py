@@ -13,7 +13,8 @@ touches one key, so all of it is valid on Redis Cluster:
 ``create(id, fields, ttl, replacing=…)``  ``EVALSHA write``, refusing an
                                           id that exists, with ``DEL`` of
                                           replaced keys in the same
-                                          pipeline
+                                          pipeline (on Cluster, sent to
+                                          each key's node at once)
 ``save(id, fields, deleted, ttl)``        ``EVALSHA write``: the delta and
                                           the expiry, only if the session
                                           still exists
@@ -29,10 +30,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import msgpack
 import redis
 import redis.exceptions
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 from .client import Client, describe_server
@@ -183,18 +186,36 @@ class RedisStore:
         with self._errors(key):
             if not replacing:
                 return bool(WRITE([key], args, self.client))
+            # On Cluster the keys may live on different nodes: the pipeline
+            # writes each node's commands before reading any reply, so the
+            # DELs and the create still cost one round trip.
             pipe = self.client.pipeline(transaction=False)
             for old in replacing:
                 pipe.delete(self.key(old))
             # Not WRITE(..., pipe): redis-py then asks SCRIPT EXISTS first,
-            # an extra round trip on every call.
-            pipe.evalsha(WRITE.sha, 1, key, *args)
+            # an extra round trip on every call. Not pipe.evalsha(): a
+            # Cluster pipeline refuses it by name (a script may name keys of
+            # several slots), while EVALSHA of one key is routed to its node.
+            pipe.execute_command("EVALSHA", WRITE.sha, 1, key, *args, **self._node(key))
             try:
                 created = pipe.execute()[-1]
             except redis.exceptions.NoScriptError:
                 # The DELs went through; the Script call loads and retries.
                 created = WRITE([key], args, self.client)
             return bool(created)
+
+    def _node(self, key: str) -> dict[str, Any]:
+        """For a Cluster pipeline, the node of ``key`` named up front: left
+        to itself, redis-py asks a server (``COMMAND GETKEYS``) where an
+        ``EVALSHA`` goes, one more round trip. The node is where the client
+        last saw the key's slot; a ``MOVED`` reply is followed as usual."""
+        if not isinstance(self.client, RedisCluster):
+            return {}
+        try:
+            node = self.client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+        except redis.exceptions.RedisClusterException:  # the layout is unknown
+            return {}
+        return {"target_nodes": node}
 
     def save(
         self,
