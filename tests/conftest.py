@@ -24,8 +24,8 @@ from uuid import uuid4
 import pytest
 import webtest
 
-from pyramid_redis_sessions.store import SCRIPTS
 from pyramid_redis_sessions import RedisSessionFactory
+from pyramid_redis_sessions.store import SCRIPTS
 from tests.app import SECRET, factory, make_app
 from tests.servers import (
     BaseServer,
@@ -35,9 +35,9 @@ from tests.servers import (
     find_backends,
 )
 from tests.topologies import (
+    KINDS,
     ClusterTopology,
     SentinelTopology,
-    KINDS,
     TLSServerProcess,
     TLSUnsupported,
     Topology,
