@@ -196,3 +196,19 @@ def test_nothing_is_built_or_notified_without_subscribers(
         "SessionIdRegenerated",
     }
     assert "SessionInvalidated" in built
+
+
+def test_regenerate_then_invalidate_is_one_invalidation(
+    app: Callable[..., webtest.TestApp],
+    events: Seen,
+    server: BaseServer,
+    prefix: str,
+) -> None:
+    testapp = app()
+    old = results(testapp.get("/do?op=set:a:1&op=id"))[1]
+    events.clear()
+    res = testapp.get("/do?op=regenerate&op=invalidate")
+    assert [type(e) for e in events] == [SessionInvalidated]
+    assert events[0].key_digest == key_digest(old)  # type: ignore[attr-defined]
+    assert server.client().keys(prefix + "*") == []
+    assert "Max-Age=0" in res.headers["Set-Cookie"]

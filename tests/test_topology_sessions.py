@@ -179,6 +179,39 @@ def test_cluster_regenerate_across_two_nodes_is_two_round_trips(
     assert results(testapp.get("/do?op=get:a")) == ["1"]
 
 
+def test_cluster_node_killed_fails_only_the_sessions_it_holds(
+    cluster_topology: ClusterTopology, prefix: str
+) -> None:
+    cluster_topology.heal()
+    settings = {
+        "redis.sessions.url": cluster_topology.url,
+        "redis.sessions.cluster": "true",
+        "redis.sessions.prefix": prefix,
+    }
+    victim = cluster_topology.nodes[2]
+    address = f"{victim.host}:{victim.port}"
+    client = RedisCluster.from_url(cluster_topology.url)
+    on_victim: list[webtest.TestApp] = []
+    elsewhere: list[webtest.TestApp] = []
+    while len(on_victim) < 2 or len(elsewhere) < 2:
+        user = make_included_app(settings)
+        session_id = results(user.get("/do?op=set:a:1&op=id"))[1]
+        node = client.get_node_from_key(prefix + session_id).name
+        (on_victim if node == address else elsewhere).append(user)
+    victim.kill()
+    try:
+        for user in on_victim:
+            started = time.monotonic()
+            res = user.get("/do?op=get:a", status=503)
+            assert time.monotonic() - started < SPEC_BOUND
+            assert "Set-Cookie" not in res.headers
+        for user in elsewhere:
+            assert results(user.get("/do?op=get:a")) == ["1"]
+    finally:
+        victim.restart()
+        cluster_topology.heal()
+
+
 # -- Sentinel failover -----------------------------------------------------------
 
 
