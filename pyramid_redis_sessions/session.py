@@ -21,7 +21,6 @@ A request reads top to bottom:
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import math
 import pickle
@@ -46,7 +45,15 @@ from pyramid.response import Response
 from zope.interface import implementer
 
 from .cookies import CookieCodec
-from .exceptions import BadLegacyValue, SessionStoreError
+from .events import (
+    SessionCreated,
+    SessionIdRegenerated,
+    SessionInvalidated,
+    SessionValueRejected,
+    StoreUnavailable,
+    key_digest,
+)
+from .exceptions import BadLegacyValue, SessionStoreError, SessionStoreUnavailable
 from .handles import Handles
 from .legacy import LegacyCookie, LegacySession, decode_value
 from .serializers import Serializer
@@ -224,6 +231,10 @@ class RedisSession:
         self._doomed_keys: list[str] = []
         #: (user, id) of bound sessions this request ended or moved.
         self._unindex: list[tuple[str, str]] = []
+        self._invalidated: list[str] = []  # the doomed ids invalidate() ended
+        self._regenerated_from: str | None = None  # the id regenerate_id() left
+        self._store_failed = False  # Redis was unreachable during this request
+        self._listening: bool | None = None  # anyone subscribed; asked once
         self._start()
 
     def _start(self) -> None:
@@ -297,6 +308,9 @@ class RedisSession:
                 self._adopt(session_id, stored)
         except BadValue as e:
             self._reject(session_id, str(e))
+        except SessionStoreUnavailable as e:
+            self._unavailable(e)
+            raise
 
     def _adopt(self, session_id: str, stored: dict[bytes, bytes]) -> None:
         """Check every field's MAC and take the session; BadValue if any
@@ -426,8 +440,7 @@ class RedisSession:
         prefix = self._factory.prefix
         if not (prefix and key.startswith(prefix)):
             prefix = ""
-        digest = hashlib.sha256(key[len(prefix) :].encode("utf-8")).hexdigest()[:12]
-        return f"legacy key {prefix}<sha256:{digest}>"
+        return f"legacy key {prefix}<sha256:{key_digest(key[len(prefix) :])}>"
 
     def _seal_for(self, session_id: str) -> SessionSeal:
         """The sealer of ``session_id``'s fields, made once per id."""
@@ -443,11 +456,44 @@ class RedisSession:
         )
         if session_id not in self._doomed:
             self._doomed.append(session_id)
+        if self._has_listeners():
+            self._request.registry.notify(
+                SessionValueRejected(self._request, reason, key_digest(session_id))
+            )
 
     def _describe(self, session_id: str) -> str:
         """Name a key in logs without its id, which is a bearer secret."""
-        digest = hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:12]
-        return f"{self._factory.prefix}<sha256:{digest}>"
+        return f"{self._factory.prefix}<sha256:{key_digest(session_id)}>"
+
+    # -- events ----------------------------------------------------------
+
+    def _has_listeners(self) -> bool:
+        """Whether any subscriber is registered: events cost nothing when
+        none is (Pyramid's own check, asked once per request)."""
+        if self._listening is None:
+            registry = getattr(self._request, "registry", None)
+            self._listening = bool(getattr(registry, "has_listeners", False))
+        return self._listening
+
+    def _unavailable(self, error: SessionStoreUnavailable) -> None:
+        """Redis failed this request: from now on the session leaves Redis
+        and the cookie alone (a transient error logs nobody out)."""
+        self._store_failed = True
+        if self._has_listeners():
+            server = error.server or "server unknown"
+            self._request.registry.notify(StoreUnavailable(self._request, server))
+
+    def _announce(self, live_id: str | None) -> None:
+        """Send the events of the changes this request applied."""
+        notify, request = self._request.registry.notify, self._request
+        if live_id is not None and live_id != self._source_id:
+            if self._regenerated_from is not None:
+                old = key_digest(self._regenerated_from)
+                notify(SessionIdRegenerated(request, key_digest(live_id), old))
+            else:
+                notify(SessionCreated(request, key_digest(live_id)))
+        for ended in self._invalidated:
+            notify(SessionInvalidated(request, key_digest(ended)))
 
     def _decode(self, key: str) -> Any:
         """The value of a loaded key, deserialized now. A value that will not
@@ -493,12 +539,19 @@ class RedisSession:
         """Response callback: save at most once, then set or clear the cookie."""
         # getattr: pyramid.testing.DummyRequest has no ``exception``.
         failed = getattr(request, "exception", None) is not None
-        if failed and not self._factory.cookie_on_exception:
+        if self._store_failed or (failed and not self._factory.cookie_on_exception):
             return
         vary = response.vary or ()
         if "Cookie" not in vary:
             response.vary = (*vary, "Cookie")
-        live_id = self._save()
+        try:
+            live_id = self._save()
+        except SessionStoreUnavailable as e:
+            self._unavailable(e)
+            self._answer_unavailable(request, response)
+            return
+        if live_id is not _ENDED and self._has_listeners():
+            self._announce(live_id)
         codec, cookie = self._factory.cookie, self._cookie
         if live_id is _ENDED:
             # Another request ended or replaced this session: its cookie,
@@ -513,6 +566,21 @@ class RedisSession:
             or codec.settings.max_age is not None
         ):
             codec.set(response, live_id)
+
+    @staticmethod
+    def _answer_unavailable(request: Request, response: Response) -> None:
+        """The save at the end of the request met an unreachable Redis: the
+        response becomes what the exception view for it answers (a 503 with
+        ``config.include``). Response callbacks run outside Pyramid's
+        exception views, so the view is invoked here; without one the error
+        propagates as before."""
+        answer = request.invoke_exception_view(reraise=True)
+        prepare = getattr(answer, "prepare", None)
+        if prepare is not None:  # an HTTPException renders its body lazily
+            prepare(request.environ)
+        response.status = answer.status
+        response.headerlist[:] = answer.headerlist
+        response.app_iter = answer.app_iter
 
     def _save(self) -> Any:
         """Apply this request's changes in one round trip at most.
@@ -763,8 +831,12 @@ class RedisSession:
         """End the session: its key is deleted and this object is empty and
         new; anything written to it afterwards starts a new session."""
         old = self._stored_id if self._loaded else self._cookie.session_id
+        if old is None:
+            old, self._regenerated_from = self._regenerated_from, None
         if old is not None:
-            self._doomed.append(old)
+            if old not in self._doomed:
+                self._doomed.append(old)
+            self._invalidated.append(old)
             if self._user is not None:
                 self._unindex.append((self._user, old))
         legacy = self._cookie.legacy
@@ -787,6 +859,7 @@ class RedisSession:
             self._doomed.append(self._stored_id)
             if self._user is not None:
                 self._unindex.append((self._user, self._stored_id))
+            self._regenerated_from = self._stored_id
             self._stored_id = None
             self._dirty = True
         self._id = None

@@ -13,7 +13,8 @@ touches one key, so all of it is valid on Redis Cluster:
 ``create(id, fields, ttl, replacing=…)``  ``EVALSHA write``, refusing an
                                           id that exists, with ``DEL`` of
                                           replaced keys in the same
-                                          pipeline
+                                          pipeline (on Cluster, sent to
+                                          each key's node at once)
 ``save(id, fields, deleted, ttl)``        ``EVALSHA write``: the delta and
                                           the expiry, only if the session
                                           still exists
@@ -60,6 +61,7 @@ from typing import Any
 import msgpack
 import redis
 import redis.exceptions
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 from .client import Client, describe_server
@@ -100,6 +102,11 @@ if meta[1] then
   else
     redis.call('PERSIST', KEYS[1])
   end
+else
+  -- A write all the same (a no-op here), so that a read-only replica, met
+  -- during a failover, answers READONLY instead of "no session", which
+  -- would end the user's session.
+  redis.call('PERSIST', KEYS[1])
 end
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then return '' end
@@ -249,7 +256,12 @@ class RedisStore:
         the node of ``key``)."""
         try:
             yield
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+        except (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            # A replica that is not (or no longer) the master: a failover.
+            redis.exceptions.ReadOnlyError,
+        ) as e:
             server = describe_server(self.client, key)
             raise SessionStoreUnavailable(
                 f"session store Redis at {server} is unavailable: {e}", server=server
@@ -313,6 +325,19 @@ class RedisStore:
             results = self._pipeline([*calls, *self._index_calls(index)])
             self._take_suspects(index, results[len(calls) :])
             return bool(results[len(calls) - 1])
+
+    def _node(self, key: str) -> dict[str, Any]:
+        """For a Cluster pipeline, the node of ``key`` named up front: left
+        to itself, redis-py asks a server (``COMMAND GETKEYS``) where an
+        ``EVALSHA`` goes, one more round trip. The node is where the client
+        last saw the key's slot; a ``MOVED`` reply is followed as usual."""
+        if not isinstance(self.client, RedisCluster):
+            return {}
+        try:
+            node = self.client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+        except redis.exceptions.RedisClusterException:  # the layout is unknown
+            return {}
+        return {"target_nodes": node}
 
     def save(
         self,
@@ -449,9 +474,17 @@ class RedisStore:
                 pipe.execute_command(*call.args)
             else:
                 # Through execute_command: redis-py's ClusterPipeline blocks
-                # its evalsha() method, though it routes EVALSHA by its keys.
+                # its evalsha() method (a script may name keys of several
+                # slots); EVALSHA of one key, its node named up front, goes
+                # straight there. On Cluster the pipeline writes each node's
+                # commands before reading any reply: still one round trip.
                 pipe.execute_command(
-                    "EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args
+                    "EVALSHA",
+                    call.script.sha,
+                    len(call.keys),
+                    *call.keys,
+                    *call.args,
+                    **self._node(call.keys[0]),
                 )
         results: list[Any] = pipe.execute(raise_on_error=False)
         for i, (call, result) in enumerate(zip(calls, results, strict=True)):

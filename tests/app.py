@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 import webtest
@@ -128,17 +129,36 @@ def post_view(request: Request) -> Response:
 def make_app(factory: SessionFactory) -> webtest.TestApp:
     with Configurator() as config:
         config.set_session_factory(factory)
-        config.set_default_csrf_options(require_csrf=True)
-        config.add_route("do", "/do")
-        config.add_view(do_view, route_name="do")
-        config.add_route("untouched", "/untouched")
-        config.add_view(untouched_view, route_name="untouched")
-        config.add_route("boom", "/boom")
-        config.add_view(boom_view, route_name="boom")
-        config.add_view(error_view, context=RuntimeError)
-        config.add_route("post", "/post")
-        config.add_view(post_view, route_name="post", request_method="POST")
+        _add_views(config)
     return webtest.TestApp(config.make_wsgi_app())
+
+
+def make_included_app(
+    settings: dict[str, Any], *extra: Callable[[Configurator], None]
+) -> webtest.TestApp:
+    """The same app, configured as users do: ``redis.sessions.*`` settings
+    and ``config.include('pyramid_redis_sessions')`` (so the 503 view too);
+    each of ``extra`` then gets the configurator (to add subscribers)."""
+    settings = {"redis.sessions.secret": SECRET, **settings}
+    with Configurator(settings=settings) as config:
+        config.include("pyramid_redis_sessions")
+        _add_views(config)
+        for step in extra:
+            step(config)
+    return webtest.TestApp(config.make_wsgi_app())
+
+
+def _add_views(config: Configurator) -> None:
+    config.set_default_csrf_options(require_csrf=True)
+    config.add_route("do", "/do")
+    config.add_view(do_view, route_name="do")
+    config.add_route("untouched", "/untouched")
+    config.add_view(untouched_view, route_name="untouched")
+    config.add_route("boom", "/boom")
+    config.add_view(boom_view, route_name="boom")
+    config.add_view(error_view, context=RuntimeError)
+    config.add_route("post", "/post")
+    config.add_view(post_view, route_name="post", request_method="POST")
 
 
 def results(response: webtest.TestResponse) -> list[Any]:

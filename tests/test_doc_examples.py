@@ -125,3 +125,27 @@ def test_counting_round_trips(server: BaseServer, prefix: str) -> None:
     }
     testing.test_the_cart_costs_what_we_expect(settings)
     assert len(server.client().keys(prefix + "*")) == 2  # warm-up and browser
+
+
+def test_operations_count_events_and_answer_for_a_dead_redis(
+    server: BaseServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    operations = example("operations")
+    settings = {
+        "redis.sessions.secret": "s",
+        "redis.sessions.url": server.url,
+        "redis.sessions.prefix": prefix,
+    }
+    app = webtest.TestApp(operations.main({}, **settings))
+    app.get("/")
+    assert operations.counts["SessionCreated"] == 1
+    (key,) = server.client().keys(prefix + "*")
+    server.client().hset(key, "forged", b"x")
+    with caplog.at_level("WARNING", logger="myapp.sessions"):
+        app.get("/")
+    assert operations.counts["SessionValueRejected"] == 1
+    assert "rejected" in caplog.text
+    server.kill()
+    res = app.get("/", status=503)
+    assert (res.text, res.headers["Retry-After"]) == ("Down for maintenance", "30")
+    assert operations.counts["StoreUnavailable"] == 1

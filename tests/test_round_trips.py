@@ -2,7 +2,8 @@
 
 Each request's exchanges with the server are counted client-side by
 ``RoundTripCounter`` (a pipeline is one round trip; redis-py's connect
-handshake is not counted).
+handshake is not counted). Every test runs on each topology (standalone,
+Sentinel, Cluster) of each backend, the app configured as a user would.
 """
 
 from __future__ import annotations
@@ -13,18 +14,34 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+import pytest
 import webtest
 
 from pyramid_redis_sessions.store import LOAD, WRITE
 from tests.app import results
-from tests.servers import BaseServer, RoundTripCounter
+from tests.servers import RoundTripCounter
 from tests.stored import write_session
+from tests.topologies import Topology
 
 App = Callable[..., webtest.TestApp]
 
+pytestmark = pytest.mark.topology
 
-def keys(server: BaseServer, prefix: str) -> list[bytes]:
-    return sorted(server.client().keys(prefix + "*"))
+
+@pytest.fixture
+def app(topology_app: App) -> App:
+    """This module's app runs on every topology."""
+    return topology_app
+
+
+@pytest.fixture
+def server(topology: Topology) -> Topology:
+    """What the tests read and write behind the app's back."""
+    return topology
+
+
+def keys(server: Topology, prefix: str) -> list[bytes]:
+    return server.keys(prefix + "*")
 
 
 def start_session(testapp: webtest.TestApp, rt: RoundTripCounter) -> str:
@@ -43,7 +60,7 @@ def test_request_that_never_touches_the_session_costs_nothing(
 
 
 def test_read_only_anonymous_request_creates_nothing(
-    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+    app: App, server: Topology, prefix: str, round_trips: RoundTripCounter
 ) -> None:
     testapp = app()
     res = testapp.get("/do?op=get:a&op=items&op=new")
@@ -61,7 +78,7 @@ def script(round_trips: RoundTripCounter, n: int, command: int = 0) -> bytes:
 
 
 def test_new_session_written_is_one_create(
-    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+    app: App, server: Topology, prefix: str, round_trips: RoundTripCounter
 ) -> None:
     testapp = app()
     res = testapp.get("/do?op=set:a:1&op=set:b:2")
@@ -100,7 +117,7 @@ def test_existing_session_write_is_load_plus_one_save(
 
 
 def test_stale_cookie_is_one_round_trip_and_clears_the_cookie(
-    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+    app: App, server: Topology, prefix: str, round_trips: RoundTripCounter
 ) -> None:
     testapp = app()
     start_session(testapp, round_trips)
@@ -113,7 +130,7 @@ def test_stale_cookie_is_one_round_trip_and_clears_the_cookie(
 
 
 def test_stale_cookie_write_starts_a_fresh_id(
-    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+    app: App, server: Topology, prefix: str, round_trips: RoundTripCounter
 ) -> None:
     testapp = app()
     old_id = start_session(testapp, round_trips)
@@ -126,7 +143,7 @@ def test_stale_cookie_write_starts_a_fresh_id(
 
 
 def test_invalidate_then_write_is_at_most_two(
-    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+    app: App, server: Topology, prefix: str, round_trips: RoundTripCounter
 ) -> None:
     testapp = app()
     old_id = start_session(testapp, round_trips)
@@ -142,7 +159,7 @@ def test_invalidate_then_write_is_at_most_two(
 
 
 def test_invalidate_without_reading_is_one_delete(
-    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+    app: App, server: Topology, prefix: str, round_trips: RoundTripCounter
 ) -> None:
     testapp = app()
     start_session(testapp, round_trips)
@@ -153,7 +170,7 @@ def test_invalidate_without_reading_is_one_delete(
 
 
 def test_regenerate_id_is_at_most_two_and_keeps_data(
-    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+    app: App, server: Topology, prefix: str, round_trips: RoundTripCounter
 ) -> None:
     testapp = app()
     old_id = start_session(testapp, round_trips)
@@ -199,7 +216,7 @@ def _pickle_in_another_process(code: str, seed: int) -> bytes:
 
 
 def test_unchanged_session_with_a_set_is_not_rewritten(
-    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+    app: App, server: Topology, prefix: str, round_trips: RoundTripCounter
 ) -> None:
     """A set pickles in hash order, which differs between processes: a
     session another worker wrote must not count as changed here."""
@@ -218,7 +235,7 @@ def test_unchanged_session_with_a_set_is_not_rewritten(
 
 
 def test_non_default_timeout_costs_nothing_more_when_read(
-    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+    app: App, server: Topology, prefix: str, round_trips: RoundTripCounter
 ) -> None:
     testapp = app()
     session_id = start_session(testapp, round_trips)
@@ -233,7 +250,7 @@ def test_non_default_timeout_costs_nothing_more_when_read(
 
 
 def test_absolute_deadline_costs_nothing_more_when_read(
-    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+    app: App, server: Topology, prefix: str, round_trips: RoundTripCounter
 ) -> None:
     testapp = app(absolute_timeout=100)
     start_session(testapp, round_trips)
@@ -246,7 +263,7 @@ def test_absolute_deadline_costs_nothing_more_when_read(
 
 
 def test_saving_one_small_change_of_a_100_kb_session_sends_under_2_kb(
-    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+    app: App, server: Topology, prefix: str, round_trips: RoundTripCounter
 ) -> None:
     testapp = app()
     session_id = start_session(testapp, round_trips)

@@ -444,3 +444,80 @@ def _distinct_free_ports(count: int) -> list[int]:
     while len(ports) < count:
         ports.add(free_port())
     return sorted(ports)
+
+
+# -- one view of every topology -----------------------------------------------
+
+KINDS = ("standalone", "sentinel", "cluster")
+
+
+@dataclass
+class Topology:
+    """A running store of one ``kind`` and backend, as the app is told of it
+    (``options``, factory keywords) and as a test inspects it."""
+
+    kind: str
+    backend: str
+    #: What the test drives: the server, the sentinel topology or the cluster.
+    target: Any
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}-{self.backend}"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The factory's connection options for this topology."""
+        if self.kind == "sentinel":
+            return {
+                "sentinels": [f"{h}:{p}" for h, p in self.target.sentinel_addresses],
+                "sentinel_service": self.target.service,
+            }
+        if self.kind == "cluster":
+            return {"url": self.target.url, "cluster": True}
+        return {"url": self.target.url}
+
+    def masters(self) -> list[ServerProcess]:
+        """The nodes that hold data and take writes now."""
+        if self.kind == "sentinel":
+            return [self.target.current_master()]
+        if self.kind == "cluster":
+            return list(self.target.nodes)
+        return [self.target]
+
+    def data_nodes(self) -> list[ServerProcess]:
+        if self.kind == "standalone":
+            return [self.target]
+        return list(self.target.nodes)
+
+    def client(self) -> Any:
+        """A plain client, for the test's own reads and writes (``keys`` of
+        a Cluster client asks every master)."""
+        if self.kind == "cluster":
+            from redis.cluster import RedisCluster
+
+            return RedisCluster.from_url(self.target.url)
+        return self.masters()[0].client()
+
+    def keys(self, pattern: str) -> list[bytes]:
+        """Keys matching ``pattern`` on every master, sorted."""
+        found: list[bytes] = []
+        for node in self.masters():
+            found += node.admin().keys(pattern)
+        return sorted(found)
+
+    def load_scripts(self, scripts: Any) -> None:
+        """Load ``scripts`` on every data node (a replica about to become
+        master included), so that round trips count no SCRIPT LOAD."""
+        for node in self.data_nodes():
+            if node.is_running():
+                for script in scripts:
+                    node.admin().script_load(script.script)
+
+    def heal(self) -> None:
+        """Every node running and the topology healthy (a failover test may
+        have run before)."""
+        if self.kind == "standalone":
+            self.target.revive()
+        else:
+            self.target.heal()

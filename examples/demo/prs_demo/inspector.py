@@ -37,10 +37,14 @@ _KEEP = 1000  # records of recent sessions kept in memory
 class RequestCounter(RoundTripCounter):
     """Records each round trip for the request that made it."""
 
-    def record(self, packed: Any, *, internal: bool) -> None:
+    def record(
+        self, packed: Any, *, internal: bool, connection: Any = None
+    ) -> list[tuple[bytes, ...]]:
+        commands = split_packed(packed)
         trips = _current.get()
         if trips is not None and not internal:
-            trips.append(split_packed(packed))
+            trips.append(commands)
+        return commands
 
 
 @dataclass

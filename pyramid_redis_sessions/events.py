@@ -1,0 +1,111 @@
+"""Events the sessions send through Pyramid's registry, for operators to count.
+
+Subscribe with :meth:`pyramid.config.Configurator.add_subscriber`::
+
+    config.add_subscriber(count_created, SessionCreated)
+
+Every event has ``request``. None carries a session id (a bearer
+credential) or session data: where a session must be told apart, the event
+has ``key_digest``, the first 12 hex digits of the SHA-256 of the id, the
+same name the package's log lines use.
+
+When no subscriber of any kind is registered, no event object is built and
+:meth:`~pyramid.registry.Registry.notify` is not called: the check is
+Pyramid's ``registry.has_listeners``, made once per request.
+
+Created, regenerated and invalidated are sent when the change is applied to
+Redis, at the end of the request: a request whose changes are dropped
+(``cookie_on_exception = false`` and an exception view answered, or a
+session that ended meanwhile) sends none of them.
+
+.. versionadded:: 2.0
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from pyramid.request import Request
+
+__all__ = [
+    "SessionCreated",
+    "SessionEvent",
+    "SessionIdRegenerated",
+    "SessionInvalidated",
+    "SessionValueRejected",
+    "StoreUnavailable",
+    "key_digest",
+]
+
+
+def key_digest(session_id: str) -> str:
+    """The name of a session in events and logs: 12 hex digits of the
+    SHA-256 of its id, from which the id cannot be recovered."""
+    return hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    """Base class of every event of this package."""
+
+    #: The request during which it happened.
+    request: Request
+
+
+@dataclass(frozen=True)
+class SessionCreated(SessionEvent):
+    """A new session was stored: its first write (at login, say), or the
+    fresh session written after
+    :meth:`~pyramid_redis_sessions.RedisSession.invalidate`."""
+
+    #: :func:`key_digest` of the new session's id.
+    key_digest: str
+
+
+@dataclass(frozen=True)
+class SessionIdRegenerated(SessionEvent):
+    """A session moved to a new id
+    (:meth:`~pyramid_redis_sessions.RedisSession.regenerate_id`), its old key
+    deleted."""
+
+    #: :func:`key_digest` of the new id.
+    key_digest: str
+    #: :func:`key_digest` of the old id.
+    old_key_digest: str
+
+
+@dataclass(frozen=True)
+class SessionInvalidated(SessionEvent):
+    """A session was ended by
+    :meth:`~pyramid_redis_sessions.RedisSession.invalidate` and its key
+    deleted."""
+
+    #: :func:`key_digest` of the ended session's id.
+    key_digest: str
+
+
+@dataclass(frozen=True)
+class SessionValueRejected(SessionEvent):
+    """A stored session did not load (a field whose MAC does not verify,
+    bytes the serializer refuses, a key of another Redis type): the request
+    got a new, empty session and the bad key is deleted."""
+
+    #: Why, in a few words that name no data (``'a field's MAC does not
+    #: verify'``, ``'UnpicklingError while deserializing'``).
+    reason: str
+    #: :func:`key_digest` of the rejected session's id.
+    key_digest: str
+
+
+@dataclass(frozen=True)
+class StoreUnavailable(SessionEvent):
+    """Redis could not be reached, or did not answer in time, when the
+    request needed the session; the request then fails with
+    :class:`~pyramid_redis_sessions.exceptions.SessionStoreUnavailable`
+    (a 503 with ``config.include('pyramid_redis_sessions')``)."""
+
+    #: The server as :func:`pyramid_redis_sessions.client.describe_server`
+    #: names it (``host:port``, the Sentinel service and master, the
+    #: Cluster node).
+    server: str

@@ -1,0 +1,297 @@
+"""Sessions through the app on every topology (standalone, Sentinel, Cluster;
+Redis and Valkey), and what only Sentinel, Cluster and TLS can show: a
+failover, sessions spread over three masters, a ``rediss://`` round trip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import webtest
+from pyramid.interfaces import ISessionFactory
+from redis.cluster import RedisCluster
+
+from pyramid_redis_sessions.client import worst_case_seconds
+from pyramid_redis_sessions.store import SCRIPTS
+from pyramid_redis_sessions.views import RETRY_AFTER
+from tests.app import make_included_app, results
+from tests.servers import RoundTripCounter
+from tests.topologies import (
+    ClusterTopology,
+    SentinelTopology,
+    TLSServerProcess,
+    Topology,
+)
+
+pytestmark = pytest.mark.topology
+
+App = Callable[..., webtest.TestApp]
+
+#: SPEC: a request that needs an unreachable store fails in under 10 s.
+SPEC_BOUND = 10.0
+
+
+# -- the same behaviour on every topology --------------------------------------
+
+
+def test_values_flash_and_csrf_survive_the_round_trip(topology_app: App) -> None:
+    testapp = topology_app()
+    first = results(testapp.get("/do?op=setint:n:5&op=list:l&op=flash:hi&op=csrf"))
+    token = first[3]
+    testapp.get("/do?op=append:l:x&op=incr:n")
+    assert results(testapp.get("/do?op=items&op=csrf&op=pop_flash")) == [
+        [["_csrft_", token], ["l", ["x"]], ["n", 6]],
+        token,
+        ["hi"],
+    ]
+
+
+def test_regenerate_id_moves_the_data_to_a_new_key(
+    topology_app: App, topology: Topology, prefix: str
+) -> None:
+    testapp = topology_app()
+    old = results(testapp.get("/do?op=set:a:1&op=flash:f&op=id"))[2]
+    new = results(testapp.get("/do?op=regenerate&op=id"))[1]
+    assert new != old
+    assert topology.keys(prefix + "*") == [(prefix + new).encode()]
+    assert results(testapp.get("/do?op=get:a&op=pop_flash")) == ["1", ["f"]]
+
+
+def test_invalidate_then_write_starts_a_fresh_session(
+    topology_app: App, topology: Topology, prefix: str
+) -> None:
+    testapp = topology_app()
+    old = results(testapp.get("/do?op=set:a:1&op=id"))[1]
+    res = testapp.get("/do?op=invalidate&op=set:b:2&op=id")
+    new = results(res)[2]
+    assert new != old
+    assert topology.keys(prefix + "*") == [(prefix + new).encode()]
+    assert results(testapp.get("/do?op=items")) == [[["b", "2"]]]
+
+
+def test_a_late_write_does_not_resurrect_a_session_ended_meanwhile(
+    topology_app: App, topology: Topology, prefix: str
+) -> None:
+    testapp = topology_app()
+    testapp.get("/do?op=set:a:1")
+    (key,) = topology.keys(prefix + "*")
+    topology.client().delete(key)  # another request ended it
+    res = testapp.get("/do?op=get:a&op=set:b:2")
+    assert results(res)[0] is None
+    # A fresh id, never the old one (no fixation).
+    assert key not in topology.keys(prefix + "*")
+
+
+def test_everything_works_after_every_node_forgot_the_scripts(
+    topology_app: App, topology: Topology, round_trips: RoundTripCounter
+) -> None:
+    """A restarted node (or SCRIPT FLUSH): redis-py loads the script again;
+    on Cluster on every master, and also when the create went in a pipeline."""
+    testapp = topology_app()
+    testapp.get("/do?op=set:a:1")
+    for ops in ("get:a", "set:a:2", "regenerate", "invalidate&op=set:b:3"):
+        for node in topology.masters():
+            node.admin().script_flush()
+        testapp.get(f"/do?op={ops}")
+    assert results(testapp.get("/do?op=items")) == [[["b", "3"]]]
+    assert any("SCRIPT" in names for names in round_trips.commands)
+
+
+# -- Cluster -------------------------------------------------------------------
+
+
+def _cluster_app(
+    cluster: ClusterTopology, prefix: str, round_trips: RoundTripCounter
+) -> webtest.TestApp:
+    testapp = make_included_app(
+        {
+            "redis.sessions.url": cluster.url,
+            "redis.sessions.cluster": "true",
+            "redis.sessions.prefix": prefix,
+        }
+    )
+    client = testapp.app.registry.queryUtility(ISessionFactory).store.client
+    assert isinstance(client, RedisCluster)
+    round_trips.instrument(client)
+    return testapp
+
+
+def _load_scripts(cluster: ClusterTopology) -> None:
+    for node in cluster.nodes:
+        for script in SCRIPTS:
+            node.admin().script_load(script.script)
+
+
+def test_cluster_1000_sessions_land_on_all_three_masters_at_one_round_trip_each(
+    cluster_topology: ClusterTopology, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    cluster_topology.heal()
+    _load_scripts(cluster_topology)
+    testapp = _cluster_app(cluster_topology, prefix, round_trips)
+    per_request: Counter[int] = Counter()
+    for i in range(1000):
+        testapp.reset()  # a new visitor, no cookie
+        round_trips.reset()
+        testapp.get(f"/do?op=set:n:{i}")
+        per_request[round_trips.count] += 1
+    assert per_request == {1: 1000}  # SPEC: a new session written is 1
+    counts = {
+        node.port: len(node.admin().keys(prefix + "*"))
+        for node in cluster_topology.nodes
+    }
+    assert sum(counts.values()) == 1000
+    assert all(n >= 200 for n in counts.values()), counts
+    # The last visitor's session reads back at one round trip.
+    round_trips.reset()
+    assert results(testapp.get("/do?op=get:n")) == ["999"]
+    assert round_trips.count == 1
+
+
+def test_cluster_regenerate_across_two_nodes_is_two_round_trips(
+    cluster_topology: ClusterTopology, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    """The old key's DEL and the new key's create go to different nodes in
+    one pipeline: written to both before either reply is read."""
+    cluster_topology.heal()
+    _load_scripts(cluster_topology)
+    testapp = _cluster_app(cluster_topology, prefix, round_trips)
+    client = RedisCluster.from_url(cluster_topology.url)
+    session_id = results(testapp.get("/do?op=set:a:1&op=id"))[1]
+    for _ in range(20):
+        round_trips.reset()
+        new = results(testapp.get("/do?op=regenerate&op=id"))[1]
+        assert round_trips.count <= 2
+        old_node = client.get_node_from_key(prefix + session_id).name
+        new_node = client.get_node_from_key(prefix + new).name
+        if old_node != new_node:
+            assert round_trips.commands == [["EVALSHA"], ["DEL", "EVALSHA"]]
+            assert round_trips.exchanges == [1, 2]
+            break
+        session_id = new
+    else:
+        pytest.fail("20 new ids all landed on the node of the old one")
+    assert client.exists(prefix + session_id) == 0
+    assert results(testapp.get("/do?op=get:a")) == ["1"]
+
+
+def test_cluster_node_killed_fails_only_the_sessions_it_holds(
+    cluster_topology: ClusterTopology, prefix: str
+) -> None:
+    cluster_topology.heal()
+    settings = {
+        "redis.sessions.url": cluster_topology.url,
+        "redis.sessions.cluster": "true",
+        "redis.sessions.prefix": prefix,
+    }
+    victim = cluster_topology.nodes[2]
+    address = f"{victim.host}:{victim.port}"
+    client = RedisCluster.from_url(cluster_topology.url)
+    on_victim: list[webtest.TestApp] = []
+    elsewhere: list[webtest.TestApp] = []
+    while len(on_victim) < 2 or len(elsewhere) < 2:
+        user = make_included_app(settings)
+        session_id = results(user.get("/do?op=set:a:1&op=id"))[1]
+        node = client.get_node_from_key(prefix + session_id).name
+        (on_victim if node == address else elsewhere).append(user)
+    victim.kill()
+    try:
+        for user in on_victim:
+            started = time.monotonic()
+            res = user.get("/do?op=get:a", status=503)
+            assert time.monotonic() - started < SPEC_BOUND
+            assert "Set-Cookie" not in res.headers
+        for user in elsewhere:
+            assert results(user.get("/do?op=get:a")) == ["1"]
+    finally:
+        victim.restart()
+        cluster_topology.heal()
+
+
+# -- Sentinel failover -----------------------------------------------------------
+
+
+def test_sentinel_failover_keeps_sessions_and_never_answers_500(
+    sentinel_topology: SentinelTopology, prefix: str
+) -> None:
+    topology = sentinel_topology
+    topology.heal()
+    testapp_settings = {
+        "redis.sessions.sentinels": " ".join(
+            f"{h}:{p}" for h, p in topology.sentinel_addresses
+        ),
+        "redis.sessions.sentinel_service": topology.service,
+        "redis.sessions.prefix": prefix,
+    }
+    users = [make_included_app(testapp_settings) for _ in range(10)]
+    ids = [results(u.get(f"/do?op=setint:n:{i}&op=id"))[1] for i, u in enumerate(users)]
+    old = topology.current_master()
+    # Replication is asynchronous: wait until the replica has every write,
+    # or the failover may lose the last ones (documented in docs/redis.rst).
+    assert old.admin().wait(1, 2000) == 1
+    bound = worst_case_seconds()
+    old.kill()
+    try:
+        # Requests fired during the failover: served, or a 503; never a
+        # 500, never past the bound, never a cleared cookie.
+        during: Counter[int] = Counter()
+        deadline = time.monotonic() + 30
+        promoted = False
+        while not promoted and time.monotonic() < deadline:
+            started = time.monotonic()
+            res = users[0].get("/do?op=get:n", expect_errors=True)
+            assert time.monotonic() - started < SPEC_BOUND
+            assert res.status_int in (200, 503), res.status
+            if res.status_int == 503:
+                assert res.headers["Retry-After"] == str(RETRY_AFTER)
+            assert "Set-Cookie" not in res.headers
+            during[res.status_int] += 1
+            with contextlib.suppress(RuntimeError):
+                promoted = topology.current_master() is not old
+        assert promoted, "no replica was promoted"
+        topology.wait_for_new_master(old.port)
+        # The same cookies read their data on the new master, and new
+        # writes succeed within the retry budget.
+        for i, (user, session_id) in enumerate(zip(users, ids, strict=True)):
+            started = time.monotonic()
+            res = user.get("/do?op=incr:n&op=id")
+            assert time.monotonic() - started < bound
+            assert results(res) == [i + 1, session_id]
+            assert "Set-Cookie" not in res.headers
+        assert during[200] + during[503] == sum(during.values()) >= 1
+    finally:
+        old.restart()  # the sentinels make it a replica of the new master
+    new = topology.current_master()
+    assert new.admin().exists(*(prefix + session_id for session_id in ids)) == 10
+
+
+# -- TLS -------------------------------------------------------------------------
+
+
+def test_session_round_trip_over_tls_with_the_generated_ca(
+    tls_server: TLSServerProcess, prefix: str
+) -> None:
+    certificates = tls_server.certificates
+    settings: dict[str, Any] = {
+        "redis.sessions.url": f"rediss://{tls_server.host}:{tls_server.port}/0",
+        "redis.sessions.ssl_ca_certs": str(certificates.ca),
+        "redis.sessions.ssl_cert_reqs": "required",
+        "redis.sessions.prefix": prefix,
+    }
+    testapp = make_included_app(settings)
+    session_id = results(testapp.get("/do?op=set:a:1&op=id"))[1]
+    testapp.get("/do?op=regenerate&op=set:b:2")
+    assert results(testapp.get("/do?op=items")) == [[["a", "1"], ["b", "2"]]]
+    stored = tls_server.admin().keys(prefix + "*")
+    assert len(stored) == 1 and stored[0] != (prefix + session_id).encode()
+    # The wrong CA: the request fails with the 503, the cookie kept.
+    wrong = make_included_app(
+        {**settings, "redis.sessions.ssl_ca_certs": str(certificates.other_ca)}
+    )
+    wrong.set_cookie("session", testapp.cookies["session"])
+    res = wrong.get("/do?op=get:a", status=503)
+    assert "Set-Cookie" not in res.headers
