@@ -112,6 +112,10 @@ class CookieCodec:
 
     def read(self, request: Request) -> CookieState:
         """What the request's session cookie holds; never raises."""
+        if not request.environ.get("HTTP_COOKIE"):
+            # No cookies at all (a bot, a first visit): WebOb's parsing of
+            # nothing costs more than this whole check.
+            return CookieState(None, present=False, current=False)
         try:
             value = request.cookies.get(self.settings.name)
         except ValueError:
