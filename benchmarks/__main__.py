@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="cap on requests per load round",
     )
     parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run this package as it was at git revision REV, as the "
+        "library 'base' (ratios ours/base)",
+    )
+    parser.add_argument(
         "--profile",
         metavar="SCENARIO",
         help="cProfile one scenario of ours (first --sizes) and "
@@ -147,7 +155,10 @@ def run_micro(args: argparse.Namespace, url: str, server: str) -> dict[str, Any]
     ]
     sizes = [bench_app.SIZES[s] for s in _pick(args.sizes, bench_app.SIZES, "sizes")]
     libs, skipped = [], {}
-    for name in _pick(args.libraries, bench_app.LIBRARIES, "libraries"):
+    names = _pick(args.libraries, bench_app.LIBRARIES, "libraries")
+    if args.baseline and "base" not in names:
+        names.append("base")
+    for name in names:
         lib = bench_app.LIBRARIES[name]
         why = lib.available()
         if why:
@@ -207,7 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
-    with redis_server(args.server) as (server, url):
+    with contextlib.ExitStack() as stack:
+        if args.baseline:
+            from .baseline import import_revision
+
+            where = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            import_revision(args.baseline, where)
+            bench_app.add_baseline(args.baseline)
+        server, url = stack.enter_context(redis_server(args.server))
         log(f"started {server} at {url}")
         if args.profile:
             from .profile import profile

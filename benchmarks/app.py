@@ -207,6 +207,10 @@ class Library:
             from pyramid_redis_sessions import RedisSessionFactory
 
             return RedisSessionFactory(SECRET, timeout=TIMEOUT, connection_pool=pool)
+        if self.name == "base":
+            from prs_baseline import RedisSessionFactory as BaseFactory
+
+            return BaseFactory(SECRET, timeout=TIMEOUT, connection_pool=pool)
         if self.name == "fork":
             from pyramid_session_redis import RedisSessionFactory as ForkFactory
 
@@ -258,6 +262,17 @@ LIBRARIES = {
         ),
     )
 }
+#: This package at another revision (``--baseline``), added to ``LIBRARIES``
+#: by :func:`add_baseline`.
+BASE_DB = 3
+
+
+def add_baseline(revision: str) -> None:
+    LIBRARIES["base"] = Library(
+        "base", f"pyramid_redis_sessions at {revision}", True, BASE_DB
+    )
+
+
 #: Pyramid with no session factory at all, for the floor's untouched request.
 BARE = Library("bare", "Pyramid, session untouched", False, -1)
 FLOOR_DB = 2

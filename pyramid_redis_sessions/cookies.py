@@ -14,6 +14,7 @@ cookie invalid.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -90,6 +91,10 @@ class CookieCodec:
             for s in (secret, *fallbacks)
         ]
         self.settings = settings
+        #: A header that is only our cookie, its value in the alphabet of
+        #: signed ids: WebOb would parse it to that value, at ~8 µs a request
+        #: (any other header still goes through WebOb).
+        self._alone = re.compile(re.escape(settings.name) + "=([A-Za-z0-9_-]+)")
         #: Reads the old packages' cookies; ``None`` when they are refused.
         self.legacy = legacy
 
@@ -112,8 +117,14 @@ class CookieCodec:
 
     def read(self, request: Request) -> CookieState:
         """What the request's session cookie holds; never raises."""
+        header = request.environ.get("HTTP_COOKIE")
+        if not header:
+            # No cookies at all (a bot, a first visit): WebOb's parsing of
+            # nothing costs more than this whole check.
+            return CookieState(None, present=False, current=False)
+        alone = self._alone.fullmatch(header)
         try:
-            value = request.cookies.get(self.settings.name)
+            value = alone[1] if alone else request.cookies.get(self.settings.name)
         except ValueError:
             # WebOb decodes cookie values as UTF-8 and raises on other bytes.
             log.warning("session cookie header could not be parsed; ignored")

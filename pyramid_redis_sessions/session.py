@@ -541,9 +541,12 @@ class RedisSession:
         failed = getattr(request, "exception", None) is not None
         if self._store_failed or (failed and not self._factory.cookie_on_exception):
             return
-        vary = response.vary or ()
-        if "Cookie" not in vary:
-            response.vary = (*vary, "Cookie")
+        if "Vary" not in response.headers:  # the common case, without parsing
+            response.headers["Vary"] = "Cookie"
+        else:
+            vary = response.vary or ()
+            if "Cookie" not in vary:
+                response.vary = (*vary, "Cookie")
         try:
             live_id = self._save()
         except SessionStoreUnavailable as e:
@@ -588,6 +591,10 @@ class RedisSession:
         Returns the id of the session that lives in Redis afterwards,
         ``None``, or ``_ENDED`` when the session ended while the request ran.
         """
+        if self._stored_id is None and not (
+            self._dirty or self._doomed or self._doomed_keys
+        ):
+            return None  # read, never stored, nothing to delete: a bot's request
         index = self._index_changes()
         if self._stored_id is None:
             if self._dirty:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+import pytest
 from pyramid.request import Request
 from webob.cookies import SignedSerializer
 
@@ -36,3 +37,32 @@ def test_read_reports_absent_bad_and_good_cookies() -> None:
     assert (bad.session_id, bad.present) == (None, True)
     good = c.read(Request.blank("/", headers={"Cookie": f"session={c.sign('id')}"}))
     assert (good.session_id, good.present, good.current) == ("id", True, True)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "session={a}",  # our cookie alone: read without WebOb's parser
+        "session={a}; other=1",  # everything else goes through WebOb
+        "other=1; session={a}",
+        "session={a}; session={b}",
+        'session="{a}"',
+        "session = {a}",
+        "session={a}=",
+        "session=",
+        "xsession={a}",
+        "sessionx={a}",
+        "Session={a}",
+        "session={a};",
+        " session={a}",
+        "session={a},other=1",
+    ],
+)
+def test_read_finds_the_cookie_webob_finds(header: str) -> None:
+    c = codec()
+    header = header.format(a=c.sign("A"), b=c.sign("B"))
+    request = Request.blank("/", headers={"Cookie": header})
+    value = request.cookies.get("session")
+    state = c.read(request)
+    assert state.present == (value is not None)
+    assert state.session_id == (None if value is None else c.unsign(value)[0])

@@ -161,6 +161,27 @@ def test_cookie_attributes_default_to_lax_httponly(app: App) -> None:
     assert res.headers["Vary"] == "Cookie"
 
 
+@pytest.mark.parametrize(
+    ("view_vary", "vary"),
+    [
+        (None, "Cookie"),
+        ("Accept-Encoding", "Accept-Encoding, Cookie"),
+        ("Cookie", "Cookie"),
+        ("Accept-Encoding, Cookie", "Accept-Encoding, Cookie"),
+    ],
+)
+def test_vary_cookie_joins_the_views_vary(view_vary: str | None, vary: str) -> None:
+    # A read of no session: no Redis is needed (the URL is never used).
+    request = Request.blank("/")
+    session = RedisSessionFactory(SECRET, url="redis://127.0.0.1:9/0")(request)
+    assert session.get("a") is None
+    response = Response()
+    if view_vary is not None:
+        response.headers["Vary"] = view_vary
+    request._process_response_callbacks(response)
+    assert response.headers.getall("Vary") == [vary]
+
+
 def test_cookie_attributes_follow_options(app: App) -> None:
     testapp = app(
         cookie_name="sid",

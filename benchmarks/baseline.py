@@ -1,0 +1,40 @@
+"""``--baseline REV``: this package as it was at a git revision, as a library.
+
+The revision's ``pyramid_redis_sessions`` is exported with ``git archive``
+and imported as ``prs_baseline`` (its imports are relative), so it runs in
+the same process as the working tree's, batches interleaved: ``ours/base``
+is then the paired ratio of a change against where it started.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULE = "prs_baseline"
+
+
+def import_revision(revision: str, where: Path) -> ModuleType:
+    """The package at ``revision``, imported as ``prs_baseline``."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision, "pyramid_redis_sessions"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(where, filter="data")
+    package = where / "pyramid_redis_sessions"
+    spec = importlib.util.spec_from_file_location(
+        MODULE, package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[MODULE] = module
+    spec.loader.exec_module(module)
+    return module
