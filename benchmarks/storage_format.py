@@ -15,17 +15,12 @@ cost). Medians of per-batch means; the ratio is current / baseline.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import io
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from pyramid.request import Request
@@ -35,31 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pyramid_redis_sessions as current  # noqa: E402
+from benchmarks.baseline import import_revision  # noqa: E402
 from tests.servers import ServerProcess, find_backends  # noqa: E402
 
 SECRET = "benchmark-secret-0123456789abcdef0123456789abcdef"
-
-
-def import_revision(revision: str, where: Path) -> ModuleType:
-    """The package as it was at ``revision``, imported as ``prs_baseline``."""
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", revision, "pyramid_redis_sessions"],
-        check=True,
-        capture_output=True,
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(where, filter="data")
-    package = where / "pyramid_redis_sessions"
-    spec = importlib.util.spec_from_file_location(
-        "prs_baseline",
-        package / "__init__.py",
-        submodule_search_locations=[str(package)],
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["prs_baseline"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def session_data(keys: int, size: int) -> dict[str, Any]:
