@@ -17,6 +17,8 @@ from typing import Any
 
 from redis.connection import Connection, ConnectionPool
 
+from pyramid_redis_sessions.testing import RoundTripCounter, split_packed
+
 #: The recording in progress, or ``None``. One thread drives the
 #: micro-benchmark, so a module global is enough.
 _recorder: Recorder | None = None
@@ -49,10 +51,6 @@ class Recorder:
         global _recorder
         _recorder = None
 
-    def record(self, packed: Any) -> None:
-        data = packed_bytes(packed)
-        self.trips.append(Trip(self.phase, len(data), command_names(data)))
-
 
 def mark_view_done() -> None:
     """Round trips from now on belong to the response (the save)."""
@@ -68,55 +66,23 @@ def packed_bytes(packed: Any) -> bytes:
     return b"".join(bytes(chunk) for chunk in packed)
 
 
-def command_names(data: bytes) -> list[str]:
-    """The name of each RESP command array in ``data``."""
-    names: list[str] = []
-    pos = 0
-    while pos < len(data):
-        if data[pos : pos + 1] != b"*":
-            raise ValueError(
-                f"not a RESP array at byte {pos}: {data[pos : pos + 20]!r}"
+class _ToRecorder(RoundTripCounter):
+    """The package's round-trip counter, reporting to the active recorder."""
+
+    def record(
+        self, packed: Any, *, internal: bool, connection: Any = None
+    ) -> list[tuple[bytes, ...]]:
+        commands = split_packed(packed)
+        if _recorder is not None and not internal:
+            names = [command[0].decode().upper() for command in commands]
+            _recorder.trips.append(
+                Trip(_recorder.phase, len(packed_bytes(packed)), names)
             )
-        end = data.index(b"\r\n", pos)
-        count = int(data[pos + 1 : end])
-        pos = end + 2
-        for i in range(count):
-            end = data.index(b"\r\n", pos)
-            length = int(data[pos + 1 : end])
-            pos = end + 2
-            if i == 0:
-                names.append(data[pos : pos + length].decode().upper())
-            pos += length + 2
-    return names
+        return commands
 
 
-class CountingConnection(Connection):
-    """A redis-py TCP connection that reports what it sends."""
-
-    _internal_depth = 0
-
-    def _internally(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        self._internal_depth += 1
-        try:
-            return getattr(super(), method)(*args, **kwargs)
-        finally:
-            self._internal_depth -= 1
-
-    # redis-py 5 handshakes in connect(); later versions also reach
-    # connect_check_health() straight from send_packed_command().
-    def connect(self, *args: Any, **kwargs: Any) -> Any:
-        return self._internally("connect", *args, **kwargs)
-
-    def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
-        return self._internally("connect_check_health", *args, **kwargs)
-
-    def check_health(self, *args: Any, **kwargs: Any) -> Any:
-        return self._internally("check_health", *args, **kwargs)
-
-    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
-        if _recorder is not None and not self._internal_depth:
-            _recorder.record(command)
+#: A redis-py TCP connection that reports what it sends.
+CountingConnection = _ToRecorder().connection_class(Connection)
 
 
 def parser_class(parser: str) -> Any:
