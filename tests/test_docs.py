@@ -118,3 +118,23 @@ def test_pending_names_are_not_implemented_yet() -> None:
 def test_only_pending_rows_say_they_are_pending() -> None:
     marked = {name for name, row in table_rows().items() if "|pending|" in row}
     assert marked == set(table_rows()) & PENDING
+
+
+@pytest.mark.parametrize("name", ["README.rst", "CHANGES.rst"])
+def test_readme_and_changes_are_valid_restructuredtext(name: str) -> None:
+    """PyPI renders README as reST and refuses it with errors; the docs
+    include CHANGES. A merge once left a heading's underline short."""
+    import docutils.core
+    import docutils.utils
+
+    text = (ROOT / name).read_text()
+    with pytest.raises(docutils.utils.SystemMessage):
+        docutils.core.publish_string(
+            "Operating the store\n============\n\ntext\n",
+            writer="null",
+            settings_overrides=STRICT,
+        )
+    docutils.core.publish_string(text, writer="null", settings_overrides=STRICT)
+
+
+STRICT = {"report_level": 2, "halt_level": 2, "warning_stream": False}
