@@ -126,15 +126,16 @@ def test_readme_and_changes_are_valid_restructuredtext(name: str) -> None:
     include CHANGES. A merge once left a heading's underline short."""
     import docutils.core
     import docutils.utils
+    from docutils.writers.null import Writer as NullWriter
 
     text = (ROOT / name).read_text()
     with pytest.raises(docutils.utils.SystemMessage):
         docutils.core.publish_string(
             "Operating the store\n============\n\ntext\n",
-            writer="null",
+            writer=NullWriter(),
             settings_overrides=STRICT,
         )
-    docutils.core.publish_string(text, writer="null", settings_overrides=STRICT)
+    docutils.core.publish_string(text, writer=NullWriter(), settings_overrides=STRICT)
 
 
 STRICT = {"report_level": 2, "halt_level": 2, "warning_stream": False}
