@@ -260,6 +260,11 @@ class _Errors:
                 redis.exceptions.TimeoutError,
                 # A replica that is not (or no longer) the master: a failover.
                 redis.exceptions.ReadOnlyError,
+                # A Cluster that lost a master, or is moving slots: it comes
+                # back, as a failed-over Sentinel master does.
+                redis.exceptions.ClusterDownError,
+                redis.exceptions.TryAgainError,
+                redis.exceptions.RedisClusterException,
             ),
         ):
             server = describe_server(self.client, self.key)

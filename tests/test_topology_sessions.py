@@ -212,6 +212,44 @@ def test_cluster_node_killed_fails_only_the_sessions_it_holds(
         cluster_topology.heal()
 
 
+def test_a_cluster_that_is_down_is_a_503_that_keeps_the_cookie(
+    cluster_topology: ClusterTopology, prefix: str
+) -> None:
+    """Once the other masters see one fail, the whole Cluster answers
+    CLUSTERDOWN (full slot coverage is required by default): every session
+    request gets the 503, nobody is logged out, and service resumes."""
+    cluster_topology.heal()
+    settings = {
+        "redis.sessions.url": cluster_topology.url,
+        "redis.sessions.cluster": "true",
+        "redis.sessions.prefix": prefix,
+    }
+    victim, survivor = cluster_topology.nodes[2], cluster_topology.nodes[0]
+    address = f"{victim.host}:{victim.port}"
+    client = RedisCluster.from_url(cluster_topology.url)
+    while True:  # a session on a node that stays up
+        user = make_included_app(settings)
+        session_id = results(user.get("/do?op=set:a:1&op=id"))[1]
+        if client.get_node_from_key(prefix + session_id).name != address:
+            break
+    victim.kill()
+    try:
+        deadline = time.monotonic() + 15
+        while b"cluster_state:fail" not in survivor.admin().execute_command(
+            "CLUSTER", "INFO"
+        ):
+            assert time.monotonic() < deadline, "the cluster never saw the failure"
+            time.sleep(0.05)
+        started = time.monotonic()
+        res = user.get("/do?op=get:a", status=503)
+        assert time.monotonic() - started < SPEC_BOUND
+        assert "Set-Cookie" not in res.headers
+    finally:
+        victim.restart()
+        cluster_topology.heal()
+    assert results(user.get("/do?op=get:a")) == ["1"]
+
+
 # -- Sentinel failover -----------------------------------------------------------
 
 
