@@ -223,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
             """\
             List the sessions of one user from the user-sessions index, by
             handle, with when each expires; with --end-all, end them all
-            (the user is logged out everywhere). Needs the user-sessions
-            index (the user_key setting)."""
+            (the user is logged out everywhere). The index is kept for
+            sessions bound to a user (the user_key setting, or
+            bind_user() in the application)."""
         ),
     )
     user.add_argument("user", metavar="USER", help="the user, as the index names them")
@@ -363,7 +364,7 @@ class _Unreadable:
 
 
 def _stats(ctx: _Context, args: argparse.Namespace, out: TextIO) -> int:
-    found = ctx.keyspace.stats(Handles(ctx.secret), args.sample, args.top)
+    found = ctx.keyspace.stats(ctx.factory.handles, args.sample, args.top)
     if args.json:
         json.dump(
             {
@@ -463,7 +464,7 @@ _MIN_COOKIE_LENGTH = 87
 
 def _show(ctx: _Context, args: argparse.Namespace, out: TextIO) -> int:
     value = _unquote(ctx, args.session)
-    handles = Handles(ctx.secret)
+    handles = ctx.factory.handles
     session_id, current = ctx.factory.cookie.unsign(value)
     if session_id is not None:
         signer = "secret" if current else "a secret_fallbacks entry"
@@ -504,7 +505,7 @@ def _show_session(ctx: _Context, session_id: str, source: str) -> _Shown | None:
     stored = ctx.keyspace.read(key)
     if stored.type == "none":
         return None
-    handle = Handles(ctx.secret)(session_id)
+    handle = ctx.factory.handles(session_id)
     if stored.type != "hash":
         raise _Fail(
             f"the key of that session (handle {handle}) holds a Redis "

@@ -130,7 +130,7 @@ class SessionFactory:
     #: The session key that names the user (the ``user_key`` option).
     user_key: str | None = None
     #: Names sessions for people without their ids (:mod:`.handles`).
-    handles: Handles | None = None
+    handles: Handles
 
     def __call__(self, request: Request) -> RedisSession:
         return RedisSession(request, self)

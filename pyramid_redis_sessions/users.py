@@ -244,7 +244,6 @@ class UserSessions:
         return None if self._current is None else self._handle(self._current)
 
     def _handle(self, session_id: str) -> str:
-        assert self._factory.handles is not None  # the factory always makes it
         return self._factory.handles(session_id)
 
     def _key(self, user: str) -> str:
