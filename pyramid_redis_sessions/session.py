@@ -595,11 +595,10 @@ class RedisSession:
             self._dirty or self._doomed or self._doomed_keys
         ):
             return None  # read, never stored, nothing to delete: a bot's request
+        if self._stored_id is None and self._dirty:
+            return self._create()  # with index updates of its own
         index = self._index_changes()
-        if self._stored_id is None:
-            if self._dirty:
-                return self._create()
-        else:
+        if self._stored_id is not None:
             changes, deleted = self._delta()
             self._rebind(self._stored_id, changes, deleted, index)
             if changes or deleted:
