@@ -6,10 +6,10 @@ A session is one hash at ``prefix + session_id`` (see
 touches one key, so all of it is valid on Redis Cluster:
 
 ========================================  ==================================
-``load(id, timeout, absolute, now)``      ``EVALSHA load``: the key's
-                                          expiry set from the session's
-                                          own timeout and deadline, then
-                                          ``HGETALL``
+``load(id, timeout, absolute, now)``      ``EVALSHA load``: ``HGETALL``,
+                                          then the key's expiry set from
+                                          the session's own timeout and
+                                          deadline
 ``create(id, fields, ttl, replacing=…)``  ``EVALSHA write``, refusing an
                                           id that exists, with ``DEL`` of
                                           replaced keys in the same
@@ -71,45 +71,56 @@ from .values import BadValue
 __all__ = ["END", "INDEX", "LOAD", "SCRIPTS", "WRITE", "IndexUpdate", "RedisStore"]
 
 # KEYS[1]: the session. ARGV: default timeout ('' for none), absolute
-# timeout ('' for none), the time now. Slides the expiry from the session's
-# own timeout and deadline (a session past its deadline is deleted), then
-# returns HGETALL's flat list packed with the server's cmsgpack into one
-# string ('' for no session): one bulk reply is parsed far faster than a
-# hundred, whichever parser redis-py has. Reserved values are b'\2' +
-# 16-byte tag + ASCII, so their number starts at byte 18. A hash without a
-# creation time is not ours: returned untouched, for the application to
-# reject. Whatever the script reads is verified by the application after.
+# timeout ('' for none), the time now. Reads the hash, finds the session's
+# own timeout and creation time among its fields, slides the expiry from
+# them (a session past its deadline is deleted), then returns the flat
+# field/value list packed with the server's cmsgpack into one string (''
+# for no session): one bulk reply is parsed far faster than a hundred,
+# whichever parser redis-py has. Two commands whatever the session holds:
+# each redis.call costs the server about as much as a small command itself.
+# Reserved values are b'\2' + 16-byte tag + ASCII, so their number starts
+# at byte 18. A hash without a creation time is not ours: returned
+# untouched, for the application to reject. Whatever the script reads is
+# verified by the application after.
 LOAD = Script(
     None,  # type: ignore[arg-type]  # a bytes script needs no client's encoder
     b"""
-local meta = redis.call('HMGET', KEYS[1], '\\255created', '\\255timeout')
-if meta[1] then
-  local ttl = tonumber(ARGV[1])
-  if meta[2] then ttl = tonumber(string.sub(meta[2], 18)) end
-  if ttl == 0 then ttl = nil end
-  local absolute = tonumber(ARGV[2])
-  if absolute then
-    local created = tonumber(string.sub(meta[1], 18))
-    local left = math.ceil(created + absolute - tonumber(ARGV[3]))
-    if left <= 0 then
-      redis.call('DEL', KEYS[1])
-      return ''
-    end
-    if not ttl or left < ttl then ttl = left end
+local fields = redis.call('HGETALL', KEYS[1])
+local created, own
+for i = 1, #fields, 2 do
+  local name = fields[i]
+  if name == '\\255created' then
+    created = fields[i + 1]
+  elseif name == '\\255timeout' then
+    own = fields[i + 1]
   end
-  if ttl then
-    redis.call('EXPIRE', KEYS[1], ttl)
-  else
-    redis.call('PERSIST', KEYS[1])
-  end
-else
+end
+if not created then
   -- A write all the same (a no-op here), so that a read-only replica, met
   -- during a failover, answers READONLY instead of "no session", which
   -- would end the user's session.
   redis.call('PERSIST', KEYS[1])
+  if #fields == 0 then return '' end
+  return cmsgpack.pack(fields)
 end
-local fields = redis.call('HGETALL', KEYS[1])
-if #fields == 0 then return '' end
+local ttl = tonumber(ARGV[1])
+if own then ttl = tonumber(string.sub(own, 18)) end
+if ttl == 0 then ttl = nil end
+local absolute = tonumber(ARGV[2])
+if absolute then
+  local deadline = tonumber(string.sub(created, 18)) + absolute
+  local left = math.ceil(deadline - tonumber(ARGV[3]))
+  if left <= 0 then
+    redis.call('DEL', KEYS[1])
+    return ''
+  end
+  if not ttl or left < ttl then ttl = left end
+end
+if ttl then
+  redis.call('EXPIRE', KEYS[1], ttl)
+else
+  redis.call('PERSIST', KEYS[1])
+end
 return cmsgpack.pack(fields)
 """,
 )
@@ -121,8 +132,15 @@ return cmsgpack.pack(fields)
 WRITE = Script(
     None,  # type: ignore[arg-type]
     b"""
-local exists = redis.call('EXISTS', KEYS[1]) == 1
-if exists ~= (ARGV[1] == 'update') then return 0 end
+local update = ARGV[1] == 'update'
+local expired = false
+if update and ARGV[2] ~= '' then
+  -- The common save: EXPIRE is the existence check too (0: no such key).
+  if redis.call('EXPIRE', KEYS[1], ARGV[2]) == 0 then return 0 end
+  expired = true
+elseif (redis.call('EXISTS', KEYS[1]) == 1) ~= update then
+  return 0
+end
 local last = 3 + 2 * tonumber(ARGV[3])
 for i = 4, last, 400 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 399, last)))
@@ -130,9 +148,10 @@ end
 for i = last + 1, #ARGV, 400 do
   redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 399, #ARGV)))
 end
+if expired then return 1 end
 if ARGV[2] ~= '' then
   redis.call('EXPIRE', KEYS[1], ARGV[2])
-elseif exists then
+elseif update then
   redis.call('PERSIST', KEYS[1])
 end
 return 1
