@@ -13,6 +13,9 @@ cookie invalid.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import logging
 import re
 from collections.abc import Iterable
@@ -43,6 +46,41 @@ class _IdSerializer:
 
     def loads(self, bstruct: bytes) -> str:
         return bstruct.decode("utf-8")
+
+
+class _KeyedSigner(SignedSerializer):  # type: ignore[misc]  # WebOb is untyped
+    """WebOb's :class:`~webob.cookies.SignedSerializer`, same output, with
+    its HMAC keyed once: WebOb keys a new HMAC-SHA512 for every cookie,
+    which costs about three times the signature itself (a few µs on every
+    request). ``dumps`` and ``loads`` are WebOb's steps with the keyed
+    HMAC's copy; the tests hold them to WebOb's own on the same inputs."""
+
+    def __init__(self, secret: str, salt: str, serializer: _IdSerializer) -> None:
+        super().__init__(secret, salt, serializer=serializer)
+        self._keyed = hmac.new(self.salted_secret, digestmod=self.hashalg)
+
+    def _signature(self, cstruct: bytes) -> bytes:
+        mac = self._keyed.copy()
+        mac.update(cstruct)
+        return mac.digest()
+
+    def dumps(self, appstruct: str) -> bytes:
+        cstruct = self.serializer.dumps(appstruct)
+        return base64.urlsafe_b64encode(self._signature(cstruct) + cstruct).rstrip(b"=")
+
+    def loads(self, bstruct: str | bytes) -> str:
+        try:
+            if isinstance(bstruct, str):
+                bstruct = bstruct.encode("latin-1")
+            fstruct = base64.urlsafe_b64decode(bstruct + b"=" * (-len(bstruct) % 4))
+        except (binascii.Error, UnicodeEncodeError) as e:
+            raise ValueError(f"Badly formed base64 data: {e}") from None
+        size = self.digest_size
+        cstruct = fstruct[size:]
+        if not hmac.compare_digest(self._signature(cstruct), fstruct[:size]):
+            raise ValueError("Invalid signature")
+        session_id: str = self.serializer.loads(cstruct)
+        return session_id
 
 
 @dataclass(frozen=True)
@@ -87,8 +125,7 @@ class CookieCodec:
     ) -> None:
         serializer = _IdSerializer()
         self._signers = [
-            SignedSerializer(s, _SALT, serializer=serializer)
-            for s in (secret, *fallbacks)
+            _KeyedSigner(s, _SALT, serializer) for s in (secret, *fallbacks)
         ]
         self.settings = settings
         #: A header that is only our cookie, its value in the alphabet of

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 from pyramid.request import Request
@@ -21,6 +22,59 @@ def test_cookie_is_webobs_signed_serializer_of_the_id() -> None:
     raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     assert raw.endswith(b"abc") and signer.digest_size == len(raw) - 3
     assert codec().unsign(value) == ("abc", True)
+
+
+def _webob_result(signer: SignedSerializer, value: str) -> str | None:
+    try:
+        result: str = signer.loads(value)
+    except ValueError:
+        return None
+    return result
+
+
+@pytest.mark.parametrize(
+    "session_id", ["abc", "", "id-" + "x" * 40, "caf\u00e9", "a" * 300]
+)
+def test_signing_is_byte_for_byte_webobs(session_id: str) -> None:
+    # The cookie's signer keys its HMAC once; WebOb's own, given the same
+    # secret, salt and payload, writes the same value and reads it back.
+    ours = codec().sign(session_id)
+    webob = SignedSerializer(
+        "s3cret", "pyramid_redis_sessions.cookie.", serializer=_Utf8()
+    )
+    assert ours == webob.dumps(session_id).decode("ascii")
+    assert webob.loads(ours) == session_id
+    assert codec().unsign(ours) == (session_id, True)
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda v: v[:-1] + ("A" if v[-1] != "A" else "B"),  # payload changed
+        lambda v: ("A" if v[0] != "A" else "B") + v[1:],  # signature changed
+        lambda v: v[:20],  # truncated inside the signature
+        lambda v: v + "=",  # padding a signed value never has
+        lambda v: v + "!",  # not base64: decoded as WebOb decodes it
+        lambda v: "",
+        lambda v: "===",
+        lambda v: v.replace("-", "+"),  # the other base64 alphabet
+    ],
+)
+def test_reading_refuses_what_webob_refuses(mangle: Any) -> None:
+    value = mangle(codec().sign("some-session-id"))
+    webob = SignedSerializer(
+        "s3cret", "pyramid_redis_sessions.cookie.", serializer=_Utf8()
+    )
+    expected = _webob_result(webob, value)
+    assert codec().unsign(value)[0] == expected
+
+
+class _Utf8:
+    def dumps(self, appstruct: str) -> bytes:
+        return appstruct.encode("utf-8")
+
+    def loads(self, bstruct: bytes) -> str:
+        return bstruct.decode("utf-8")
 
 
 def test_fallback_secrets_verify_but_are_not_current() -> None:
