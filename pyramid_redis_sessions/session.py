@@ -541,8 +541,9 @@ class RedisSession:
         failed = getattr(request, "exception", None) is not None
         if self._store_failed or (failed and not self._factory.cookie_on_exception):
             return
-        if "Vary" not in response.headers:  # the common case, without parsing
-            response.headers["Vary"] = "Cookie"
+        headers = response.headerlist
+        if all(name.lower() != "vary" for name, _ in headers):
+            headers.append(("Vary", "Cookie"))  # the common case, no parsing
         else:
             vary = response.vary or ()
             if "Cookie" not in vary:
@@ -597,6 +598,8 @@ class RedisSession:
             return None  # read, never stored, nothing to delete: a bot's request
         if self._stored_id is None and self._dirty:
             return self._create()  # with index updates of its own
+        if self._unchanged():
+            return self._stored_id  # the common read: nothing to build
         index = self._index_changes()
         if self._stored_id is not None:
             changes, deleted = self._delta()
@@ -621,6 +624,26 @@ class RedisSession:
                 *self._doomed, keys=self._doomed_keys, index=index.updates
             )
         return self._stored_id
+
+    def _unchanged(self) -> bool:
+        """Whether this request certainly has nothing to save (what the
+        save would find, in a few checks: most requests only read)."""
+        if (
+            self._touched
+            or self._flash_added
+            or self._flash_removed
+            or self._timeout_changed
+            or self._reseal
+            or self._doomed
+            or self._doomed_keys
+            or self._unindex
+            or self._bind is not _MISSING
+        ):
+            return False
+        if self._decoded and (self._changed_all or self._factory.detect_changes):
+            data = self._data
+            return all(type(data.get(key)) in _IMMUTABLE for key in self._decoded)
+        return True
 
     # -- the user sessions index (see .users) ------------------------------
 
