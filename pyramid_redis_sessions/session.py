@@ -316,18 +316,20 @@ class RedisSession:
         """Check every field's MAC and take the session; BadValue if any
         field does not verify. Nothing is deserialized here."""
         payloads, reseal = self._seal_for(session_id).open_all(stored)
-        data: dict[str, Any] = {}
-        user_payloads: dict[str, bytes] = {}
+        user_payloads = {
+            field.decode("utf-8", "surrogatepass"): payload
+            for field, payload in payloads.items()
+            if field[:1] != RESERVED
+        }
+        data: dict[str, Any] = dict.fromkeys(user_payloads, _PENDING)
         flash: dict[bytes, bytes] = {}
         later: dict[bytes, bytes] = {}
         created = timeout = None
         user = user_details = None
         for field, payload in payloads.items():
             if field[:1] != RESERVED:
-                key = field.decode("utf-8", "surrogatepass")
-                data[key] = _PENDING
-                user_payloads[key] = payload
-            elif field.startswith(FLASH):
+                continue
+            if field.startswith(FLASH):
                 flash[field] = payload
             elif field == CREATED:
                 created = _number(payload)
