@@ -215,8 +215,10 @@ def RedisSessionFactory(
          ``'session:'``.
 
     ``cookie_samesite``
-      ``'Lax'``, ``'Strict'``, ``'None'`` (needs ``cookie_secure``), or
-      ``None``/empty for no attribute. Default: ``'Lax'``.
+      ``'Lax'``, ``'Strict'``, ``'None'`` (needs ``cookie_secure``, else
+      :class:`~pyramid_redis_sessions.exceptions.ConfigurationError`), or
+      ``None``/empty for no attribute.
+      Default: ``'Lax'``.
 
       .. versionadded:: 2.0
 
@@ -307,11 +309,10 @@ def _build(
             continue
         opts[name] = coerce_option(name, value, label(name))
     if opts["cookie_samesite"] == "None" and not opts["cookie_secure"]:
-        warnings.warn(
-            "cookie_samesite='None' without cookie_secure: browsers reject "
-            "such cookies",
-            UserWarning,
-            stacklevel=3,
+        # Browsers reject such a cookie, and WebOb refuses to write one.
+        raise ConfigurationError(
+            f"{label('cookie_samesite')}='None' needs {label('cookie_secure')}: "
+            "browsers reject SameSite=None cookies that are not Secure"
         )
     serializer_ = opts["serializer"]
     if serializer_ is None:

@@ -249,9 +249,19 @@ def test_signature_settings_table_and_readme_list_the_same_options() -> None:
     assert readme_settings() == set(OPTIONS)
 
 
-def test_samesite_none_without_secure_warns() -> None:
-    with pytest.warns(UserWarning, match="cookie_secure"):
+def test_samesite_none_without_secure_is_refused_at_start_up() -> None:
+    # WebOb would refuse to write the cookie at the first login.
+    with pytest.raises(ConfigurationError, match=r"cookie_samesite.*cookie_secure"):
         RedisSessionFactory("s3cret", cookie_samesite="None")
+    with pytest.raises(
+        ConfigurationError, match=re.escape("redis.sessions.cookie_samesite")
+    ):
+        session_factory_from_settings(
+            {
+                "redis.sessions.secret": "s3cret",
+                "redis.sessions.cookie_samesite": "None",
+            }
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         f = RedisSessionFactory("s3cret", cookie_samesite="none", cookie_secure=True)
