@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from pyramid.request import Request
+from pyramid.response import Response
 from webob.cookies import SignedSerializer
 
 from pyramid_redis_sessions.cookies import CookieCodec, CookieSettings
@@ -120,3 +121,49 @@ def test_read_finds_the_cookie_webob_finds(header: str) -> None:
     state = c.read(request)
     assert state.present == (value is not None)
     assert state.session_id == (None if value is None else c.unsign(value)[0])
+
+
+@pytest.mark.parametrize("path", ["/", "/app"])
+@pytest.mark.parametrize("domain", [None, "example.com"])
+@pytest.mark.parametrize("secure", [False, True])
+@pytest.mark.parametrize("httponly", [False, True])
+@pytest.mark.parametrize("samesite", [None, "Lax", "Strict", "None"])
+def test_headers_are_webobs_for_every_setting(
+    path: str, domain: str | None, secure: bool, httponly: bool, samesite: str | None
+) -> None:
+    # The codec builds WebOb's Set-Cookie header once per setting and
+    # fills in the value; what it sends is what set_cookie and
+    # delete_cookie would have sent.
+    settings = CookieSettings(
+        path=path, domain=domain, secure=secure, httponly=httponly, samesite=samesite
+    )
+    if samesite == "None" and not secure:
+        # WebOb refuses to build it (and the factory refuses the settings).
+        with pytest.raises(ValueError, match="samesite"):
+            CookieCodec("s3cret", (), settings)
+        return
+    c = CookieCodec("s3cret", (), settings)
+    ours, webob = Response(), Response()
+    c.set(ours, "the-id")
+    webob.set_cookie(
+        "session",
+        c.sign("the-id"),
+        path=path,
+        domain=domain,
+        secure=secure,
+        httponly=httponly,
+        samesite=samesite,
+    )
+    c.delete(ours)
+    webob.delete_cookie("session", path=path, domain=domain)
+    assert ours.headers.getall("Set-Cookie") == webob.headers.getall("Set-Cookie")
+    assert len(ours.headers.getall("Set-Cookie")) == 2
+
+
+def test_a_max_age_cookie_is_webobs_with_its_moving_date() -> None:
+    c = CookieCodec("s3cret", (), CookieSettings(max_age=3600))
+    response = Response()
+    c.set(response, "the-id")
+    header = response.headers["Set-Cookie"]
+    assert header.startswith(f"session={c.sign('the-id')}; Max-Age=3600; ")
+    assert "expires=" in header
