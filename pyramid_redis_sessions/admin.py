@@ -24,11 +24,19 @@ A key is a session when, and only when:
 1. it starts with the ``prefix`` setting (``SCAN MATCH``, with the glob
    characters of the prefix escaped);
 2. it holds a Redis hash (``SCAN TYPE hash``): values of other types under
-   the prefix, such as strings of 1.x or pyramid_session_redis, are not
-   sessions of this format and are neither counted nor deleted;
+   the prefix are not sessions of this format and are neither counted nor
+   deleted with them;
 3. the rest of the key (the session id) is not empty and does not start
    with one of :data:`RESERVED_NAMESPACES`, the names this package keeps
    under the prefix for its own structures (the user-sessions index).
+
+Strings under the prefix (rules 1 and 3, ``SCAN TYPE string``) are what
+1.x and pyramid_session_redis stored: sessions not moved to this format
+yet, which the application still accepts while ``legacy_cookies`` is on.
+They are counted on their own (:meth:`Keyspace.count_legacy`) and deleted
+only when asked (:meth:`Keyspace.purge_legacy`): this package never reads
+them here, so it cannot tell them from other strings an application keeps
+under the same prefix.
 """
 
 from __future__ import annotations
@@ -231,8 +239,9 @@ class Keyspace:
     def session_id(self, key: bytes) -> str:
         return key[len(self._prefix_bytes) :].decode("utf-8", "surrogateescape")
 
-    def batches(self) -> Iterator[tuple[Node, list[bytes]]]:
-        """Session keys, node by node, at most ``batch_size`` at a time.
+    def batches(self, kind: str = "hash") -> Iterator[tuple[Node, list[bytes]]]:
+        """Session keys (``kind`` ``string``: legacy ones), node by node, at
+        most ``batch_size`` at a time.
 
         ``SCAN`` returns each key present for the whole scan at least once;
         a key may come twice (after a rehash), and keys created or deleted
@@ -244,7 +253,7 @@ class Keyspace:
             cursor = 0
             while True:
                 cursor, found = node.client.scan(
-                    cursor, match=pattern, count=size, _type="hash"
+                    cursor, match=pattern, count=size, _type=kind
                 )
                 keys = [
                     key if isinstance(key, bytes) else key.encode("utf-8")
@@ -325,12 +334,25 @@ class Keyspace:
         # one higher than the sample; the sample is still uniform.
         found.largest = [entry[2] for entry in sorted(top, reverse=True)]
 
+    def count_legacy(self) -> int:
+        """How many strings are under the prefix: sessions that 1.x or
+        pyramid_session_redis stored and that were not moved yet."""
+        return sum(len(keys) for _, keys in self.batches("string"))
+
     def purge(self, progress: Callable[[int], None] | None = None) -> int:
         """Delete every session with ``UNLINK`` (the memory is freed in the
         background), one pipeline per batch; ``progress`` is called with
         the running total after each batch. Returns how many were deleted."""
+        return self._unlink_all("hash", progress)
+
+    def purge_legacy(self, progress: Callable[[int], None] | None = None) -> int:
+        """Delete every string under the prefix (the legacy sessions), as
+        :meth:`purge` deletes sessions."""
+        return self._unlink_all("string", progress)
+
+    def _unlink_all(self, kind: str, progress: Callable[[int], None] | None) -> int:
         total = 0
-        for node, keys in self.batches():
+        for node, keys in self.batches(kind):
             if node.cluster:
                 pipe = node.client.pipeline(transaction=False)
                 for key in keys:

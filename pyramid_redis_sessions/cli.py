@@ -246,11 +246,23 @@ def build_parser() -> argparse.ArgumentParser:
             terminal to ask on, refuses to run without --yes. Refuses an empty
             prefix. Shows a running count on a terminal, and the number of
             sessions deleted at the end. Keys under the prefix that are not
-            sessions (not hashes, or the user-sessions index) are kept."""
+            sessions (not hashes, or the user-sessions index) are kept.
+
+            Strings under the prefix are sessions that 1.x or
+            pyramid_session_redis stored and that were not moved to this
+            format yet: while legacy_cookies is on, their users are still
+            logged in. --legacy deletes them too; without it, they are kept
+            and, while legacy_cookies is on, counted (a second SCAN)."""
         ),
     )
     purge.add_argument(
         "-y", "--yes", action="store_true", help="do not ask for confirmation"
+    )
+    purge.add_argument(
+        "--legacy",
+        action="store_true",
+        help="also delete the strings under the prefix (sessions of 1.x or "
+        "pyramid_session_redis not moved yet)",
     )
     return parser
 
@@ -365,6 +377,8 @@ class _Unreadable:
 
 def _stats(ctx: _Context, args: argparse.Namespace, out: TextIO) -> int:
     found = ctx.keyspace.stats(ctx.factory.handles, args.sample, args.top)
+    # Strings log nobody in once legacy_cookies is off: not walked then.
+    legacy = ctx.keyspace.count_legacy() if _legacy_cookies_on(ctx) else None
     if args.json:
         json.dump(
             {
@@ -372,6 +386,7 @@ def _stats(ctx: _Context, args: argparse.Namespace, out: TextIO) -> int:
                 "server": ctx.server,
                 "nodes": found.nodes,
                 "sessions": found.sessions,
+                "legacy_strings": legacy,
                 "memory": {
                     "bytes": found.memory_bytes,
                     "exact": found.exact,
@@ -395,6 +410,8 @@ def _stats(ctx: _Context, args: argparse.Namespace, out: TextIO) -> int:
     w = out.write
     w(f"Sessions under {ctx.factory.prefix!r} on {ctx.server}\n")
     w(f"  sessions  {found.sessions:,}\n")
+    if legacy:
+        w(f"  legacy    {legacy:,} {_LEGACY_WORDS}\n")
     if found.sessions == 0:
         w("  memory    0 B\n")
         return OK
@@ -420,6 +437,13 @@ def _stats(ctx: _Context, args: argparse.Namespace, out: TextIO) -> int:
         for s in found.largest:
             w(f"  {s.handle}  {_size(s.bytes):>10}  {s.fields:,} fields\n")
     return OK
+
+
+#: What the strings under the prefix are, for the stats and purge.
+_LEGACY_WORDS = (
+    "strings under the prefix: sessions of 1.x or pyramid_session_redis not "
+    "moved yet, which legacy_cookies still accepts"
+)
 
 
 # -- show --------------------------------------------------------------------
@@ -731,9 +755,19 @@ def _purge(ctx: _Context, args: argparse.Namespace, out: TextIO) -> int:
                 "refusing to purge without --yes: there is no terminal to confirm on",
                 USAGE,
             )
+        also = (
+            ", and the strings 1.x or pyramid_session_redis stored there"
+            if args.legacy
+            else ""
+        )
+        who = (
+            "Every user will be logged out"
+            if args.legacy or not _legacy_cookies_on(ctx)
+            else "Every user will be logged out, except those whose session "
+            "1.x or pyramid_session_redis stored (see --legacy)"
+        )
         sys.stderr.write(
-            f"Delete every session {where}? Every user will be logged out.\n"
-            "Type 'yes' to go on: "
+            f"Delete every session {where}{also}? {who}.\nType 'yes' to go on: "
         )
         sys.stderr.flush()
         if sys.stdin.readline().strip().lower() != "yes":
@@ -749,6 +783,15 @@ def _purge(ctx: _Context, args: argparse.Namespace, out: TextIO) -> int:
     if progress is not None:
         sys.stderr.write("\n")
     out.write(f"deleted {deleted:,} sessions {where}\n")
+    if args.legacy:
+        strings = ctx.keyspace.purge_legacy()
+        out.write(f"deleted {strings:,} legacy strings {where}\n")
+    elif _legacy_cookies_on(ctx):
+        kept = ctx.keyspace.count_legacy()
+        if kept:
+            out.write(
+                f"kept {kept:,} {_LEGACY_WORDS}; purge --legacy deletes them too\n"
+            )
     return OK
 
 

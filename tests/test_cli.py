@@ -23,6 +23,7 @@ import pytest
 import redis
 import redis.connection
 import webtest
+from pyramid.request import Request
 from redis.cluster import RedisCluster
 from webob.cookies import SignedSerializer
 
@@ -184,10 +185,16 @@ def test_stats_counts_10000_sessions_a_batch_at_a_time(
 
     scans = wire.commands(b"SCAN")
     assert len(scans) >= MANY // BATCH
-    for scan in scans:
-        assert scan[2:] == (
-            b"MATCH", prefix.encode() + b"*", b"COUNT", b"500", b"TYPE", b"hash",
-        )  # fmt: skip
+    for scan in scans:  # the sessions, then the legacy strings
+        assert scan[2:-1] == (
+            b"MATCH",
+            prefix.encode() + b"*",
+            b"COUNT",
+            b"500",
+            b"TYPE",
+        )
+    kinds = [scan[-1] for scan in scans]
+    assert set(kinds) == {b"hash", b"string"} and kinds == sorted(kinds)
     assert not wire.commands(b"KEYS")
     # One TTL per session, and no round trip asks about more than a batch.
     assert sum(wire.keys_per_trip(b"TTL")) == MANY
@@ -237,6 +244,13 @@ def test_stats_counts_only_hashes_under_the_prefix_outside_reserved_names(
     client.hset(prefix.replace(":", "?") + "x", "x", "y")  # glob chars escaped
     result = run(capsys, ini(), "stats", "--json")
     assert json.loads(result.out)["sessions"] == 3
+    assert json.loads(result.out)["legacy_strings"] == 1
+    text = run(capsys, ini(), "stats").out
+    assert "  sessions  3\n" in text
+    assert (
+        "  legacy    1 strings under the prefix: sessions of 1.x or "
+        "pyramid_session_redis not moved yet, which legacy_cookies still accepts\n"
+    ) in text
 
 
 def test_stats_lists_the_largest_sessions_by_handle_never_by_id(
@@ -305,7 +319,12 @@ def test_purge_unlinks_10000_sessions_in_batches(
     result = run(capsys, ini(), "purge", "--yes", "--batch-size", str(BATCH))
     assert result.code == 0, result.err
     where = f"under {prefix!r} on {server.host}:{server.port}"
-    assert result.out == f"deleted {MANY:,} sessions {where}\n"
+    assert result.out == (
+        f"deleted {MANY:,} sessions {where}\n"
+        "kept 1 strings under the prefix: sessions of 1.x or "
+        "pyramid_session_redis not moved yet, which legacy_cookies still "
+        "accepts; purge --legacy deletes them too\n"
+    )
     assert result.err == ""  # not a terminal: no progress line
     # A set: SCAN may return a key twice while the server resizes its table.
     assert sorted(set(client.scan_iter(match=prefix + "*"))) == [
@@ -317,6 +336,65 @@ def test_purge_unlinks_10000_sessions_in_batches(
     assert max(unlinked) <= BATCH
     assert len(unlinked) >= MANY // BATCH
     assert not wire.commands(b"KEYS") and not wire.commands(b"FLUSHDB")
+
+
+def legacy_user(server: BaseServer, prefix: str, cookie: str) -> Any:
+    """The ``user`` a request with a legacy cookie sees (nothing is saved)."""
+    request = Request.blank("/", headers={"Cookie": f"session={cookie}"})
+    return factory(server.url, prefix)(request).get("user")
+
+
+def test_purge_legacy_logs_out_the_sessions_that_1x_stored(
+    capsys: pytest.CaptureFixture[str],
+    ini: Callable[..., str],
+    server: BaseServer,
+    prefix: str,
+    wire: Wire,
+) -> None:
+    client = server.client()
+    fill(client, prefix, 3)
+    old_key = prefix + "a" * 40  # 1.x's key: the prefix and its session id
+    envelope = {"managed_dict": {"user": "ann"}, "created": time.time() - 60}
+    client.set(old_key, pickle.dumps({**envelope, "timeout": 1200}), ex=1200)
+    client.set(prefix + "another-string", b"x")  # a string too: deleted
+    client.zadd(prefix + "user:ann", {"h": 1})  # the index: kept
+    client.set("elsewhere:" + "a" * 40, b"x")  # outside the prefix: kept
+    cookie = one_x_cookie(pickle.dumps(old_key), SECRET)
+    assert legacy_user(server, prefix, cookie) == "ann"  # still logged in
+
+    result = run(capsys, ini(), "purge", "--yes", "--legacy", "--batch-size", "2")
+    assert result.code == 0, result.err
+    where = f"under {prefix!r} on {server.host}:{server.port}"
+    assert result.out == (
+        f"deleted 3 sessions {where}\ndeleted 2 legacy strings {where}\n"
+    )
+    assert legacy_user(server, prefix, cookie) is None  # logged out
+    assert sorted(client.scan_iter()) == [
+        b"elsewhere:" + b"a" * 40,
+        prefix.encode() + b"user:ann",
+    ]
+    assert max(wire.keys_per_trip(b"UNLINK")) <= 2
+    assert [c[-1] for c in wire.commands(b"SCAN")].count(b"string") >= 1
+
+
+def test_without_legacy_cookies_strings_are_neither_walked_nor_counted(
+    capsys: pytest.CaptureFixture[str],
+    ini: Callable[..., str],
+    server: BaseServer,
+    prefix: str,
+    wire: Wire,
+) -> None:
+    # They log nobody in then: no second SCAN for them, and none deleted.
+    server.client().set(prefix + "a" * 40, b"a 1.x pickle")
+    path = ini(legacy_cookies="false")
+    assert (
+        json.loads(run(capsys, path, "stats", "--json").out)["legacy_strings"] is None
+    )
+    result = run(capsys, path, "purge", "--yes")
+    assert result.code == 0, result.err
+    assert result.out.count("\n") == 1 and "kept" not in result.out
+    assert server.client().exists(prefix + "a" * 40)
+    assert {scan[-1] for scan in wire.commands(b"SCAN")} == {b"hash"}
 
 
 class _Terminal(io.StringIO):
