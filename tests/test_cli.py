@@ -920,6 +920,9 @@ def test_stats_and_purge_cover_every_cluster_master(
 ) -> None:
     client = RedisCluster.from_url(cluster.url)
     ids = fill(client, prefix, MANY)
+    legacy = [f"{prefix}old{n:02d}" for n in range(30)]  # 1.x's, on every node
+    for key in legacy:
+        client.set(key, b"a 1.x pickle")
     per_node = {node.port: node.admin().dbsize() for node in cluster.nodes}
     assert all(count > 2000 for count in per_node.values())  # spread out
     path = str(
@@ -932,6 +935,7 @@ def test_stats_and_purge_cover_every_cluster_master(
     assert result.code == 0, result.err
     stats = json.loads(result.out)
     assert stats["sessions"] == MANY
+    assert stats["legacy_strings"] == len(legacy)
     assert sorted(stats["nodes"]) == sorted(f"{n.host}:{n.port}" for n in cluster.nodes)
     scanned = {sent.port for sent in wire.trips_with(b"SCAN")}
     assert scanned == set(per_node)
@@ -941,12 +945,13 @@ def test_stats_and_purge_cover_every_cluster_master(
     assert json.loads(shown.out)["keys"] == {"n": "42"}
 
     wire.sent.clear()
-    result = run(capsys, path, "purge", "--yes", "--batch-size", str(BATCH))
+    result = run(capsys, path, "purge", "--yes", "--legacy", "--batch-size", str(BATCH))
     assert result.code == 0, result.err
     assert result.out.startswith(f"deleted {MANY:,} sessions")
+    assert f"deleted {len(legacy)} legacy strings" in result.out
     assert all(node.admin().dbsize() == 0 for node in cluster.nodes)
     unlinked = wire.keys_per_trip(b"UNLINK")
-    assert sum(unlinked) == MANY and max(unlinked) <= BATCH
+    assert sum(unlinked) == MANY + len(legacy) and max(unlinked) <= BATCH
     assert all(len(c) == 2 for c in wire.commands(b"UNLINK"))  # one slot each
 
 
