@@ -8,13 +8,17 @@ is then the paired ratio of a change against where it started.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import subprocess
 import sys
 import tarfile
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = "prs_baseline"
@@ -38,3 +42,24 @@ def import_revision(revision: str, where: Path) -> ModuleType:
     sys.modules[MODULE] = module
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def against(revision: str) -> Iterator[tuple[ModuleType, Any]]:
+    """``(package at revision, server)`` for the scripts that compare the
+    working tree with one revision: the package as :func:`import_revision`
+    gives it, and a server of their own on a free loopback port
+    (``redis-server``, else Valkey), stopped on exit."""
+    sys.path.insert(0, str(ROOT))  # tests.servers, when run as a script
+    from tests.servers import ServerProcess, find_backends
+
+    backend, binary = sorted(find_backends().items())[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = import_revision(revision, Path(tmp) / "src")
+        (Path(tmp) / "server").mkdir()
+        server = ServerProcess(backend, binary, Path(tmp) / "server")
+        server.start()
+        try:
+            yield baseline, server
+        finally:
+            server.close()

@@ -23,7 +23,6 @@ import functools
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,8 +35,7 @@ import redis  # noqa: E402
 
 import pyramid_redis_sessions as current  # noqa: E402
 from benchmarks import app as bench  # noqa: E402
-from benchmarks.baseline import import_revision  # noqa: E402
-from tests.servers import ServerProcess, find_backends  # noqa: E402
+from benchmarks.baseline import against  # noqa: E402
 
 SCENARIOS = {
     "noop": lambda cookie: bench.environ("GET", "/noop", cookie),
@@ -95,55 +93,47 @@ def main() -> None:
     parser.add_argument("-n", "--requests", type=int, default=200)
     args = parser.parse_args()
 
-    backend, binary = sorted(find_backends().items())[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        baseline = import_revision(args.baseline, Path(tmp) / "src")
-        (Path(tmp) / "server").mkdir()
-        server = ServerProcess(backend, binary, Path(tmp) / "server")
-        server.start()
-        try:
-            pool = redis.ConnectionPool.from_url(server.url)
-            print(f"{args.batches} batches x {args.requests} requests per unit")
-            for name in args.sizes.split(","):
-                size = bench.SIZES[name]
-                units = {
-                    "current": make_unit(current, pool, size),
-                    "base": make_unit(baseline, pool, size),
-                }
-                runs = [(lib, sc) for lib in units for sc in SCENARIOS]
-                samples: dict[tuple[str, str], list[float]] = {r: [] for r in runs}
-                for _ in range(args.batches):
-                    random.shuffle(runs)
-                    for lib, sc in runs:
-                        unit = units[lib]
-                        make_env = functools.partial(SCENARIOS[sc], unit["cookie"])
-                        samples[(lib, sc)].append(
-                            timed(unit["app"], make_env, args.requests)
-                        )
-                for sc in SCENARIOS:
-                    base, cur = samples[("base", sc)], samples[("current", sc)]
-                    ratios = [c / b for b, c in zip(base, cur, strict=True)]
-                    print(
-                        f"{name:7} {sc:5}  {args.baseline} "
-                        f"{statistics.median(base):6.1f} µs  current "
-                        f"{statistics.median(cur):6.1f} µs  current/base "
-                        f"{spread(ratios)}"
+    with against(args.baseline) as (baseline, server):
+        pool = redis.ConnectionPool.from_url(server.url)
+        print(f"{args.batches} batches x {args.requests} requests per unit")
+        for name in args.sizes.split(","):
+            size = bench.SIZES[name]
+            units = {
+                "current": make_unit(current, pool, size),
+                "base": make_unit(baseline, pool, size),
+            }
+            runs = [(lib, sc) for lib in units for sc in SCENARIOS]
+            samples: dict[tuple[str, str], list[float]] = {r: [] for r in runs}
+            for _ in range(args.batches):
+                random.shuffle(runs)
+                for lib, sc in runs:
+                    unit = units[lib]
+                    make_env = functools.partial(SCENARIOS[sc], unit["cookie"])
+                    samples[(lib, sc)].append(
+                        timed(unit["app"], make_env, args.requests)
                     )
-                added = {
-                    lib: statistics.median(
-                        r - n
-                        for r, n in zip(
-                            samples[(lib, "read")], samples[(lib, "noop")], strict=True
-                        )
-                    )
-                    for lib in units
-                }
+            for sc in SCENARIOS:
+                base, cur = samples[("base", sc)], samples[("current", sc)]
+                ratios = [c / b for b, c in zip(base, cur, strict=True)]
                 print(
-                    f"{name:7} read - noop: {args.baseline} {added['base']:.1f} µs, "
-                    f"current {added['current']:.1f} µs"
+                    f"{name:7} {sc:5}  {args.baseline} "
+                    f"{statistics.median(base):6.1f} µs  current "
+                    f"{statistics.median(cur):6.1f} µs  current/base "
+                    f"{spread(ratios)}"
                 )
-        finally:
-            server.close()
+            added = {
+                lib: statistics.median(
+                    r - n
+                    for r, n in zip(
+                        samples[(lib, "read")], samples[(lib, "noop")], strict=True
+                    )
+                )
+                for lib in units
+            }
+            print(
+                f"{name:7} read - noop: {args.baseline} {added['base']:.1f} µs, "
+                f"current {added['current']:.1f} µs"
+            )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,8 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pyramid_redis_sessions as current  # noqa: E402
-from benchmarks.baseline import import_revision  # noqa: E402
-from tests.servers import ServerProcess, find_backends  # noqa: E402
+from benchmarks.baseline import against  # noqa: E402
 
 SECRET = "benchmark-secret-0123456789abcdef0123456789abcdef"
 
@@ -88,65 +86,57 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
 
-    backend, binary = sorted(find_backends().items())[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        baseline = import_revision(args.baseline, Path(tmp) / "src")
-        (Path(tmp) / "server").mkdir()
-        server = ServerProcess(backend, binary, Path(tmp) / "server")
-        server.start()
-        try:
-            libs = {
-                "current": current.RedisSessionFactory(SECRET, url=server.url),
-                args.baseline: baseline.RedisSessionFactory(SECRET, url=server.url),
+    with against(args.baseline) as (baseline, server):
+        libs = {
+            "current": current.RedisSessionFactory(SECRET, url=server.url),
+            args.baseline: baseline.RedisSessionFactory(SECRET, url=server.url),
+        }
+        scenarios: dict[str, tuple[dict[str, Any], Callable[[Any], Any]]] = {
+            "1 KB, 5 keys, read whole": (
+                session_data(5, 1000),
+                lambda s: s.items(),
+            ),
+            "50 keys, read one": (session_data(50, 5000), lambda s: s["key07"]),
+            "50 keys, read whole": (session_data(50, 5000), lambda s: s.items()),
+        }
+        runs = f"{args.batches} batches x {args.calls} calls"
+        print(f"{server.name} at {server.url}; {runs}")
+        print("µs per request: wall (median of batches), client CPU, server CPU")
+        print(
+            f"{'scenario':28} {'lib':8} {'wall':>7} {'cpu':>7} {'server':>7}"
+            f" {'wall ratio':>10} {'cpu+srv ratio':>13}"
+        )
+        for name, (data, work) in scenarios.items():
+            fns = {
+                lib: request_work(f, make_cookie(f, data), work)
+                for lib, f in libs.items()
             }
-            scenarios: dict[str, tuple[dict[str, Any], Callable[[Any], Any]]] = {
-                "1 KB, 5 keys, read whole": (
-                    session_data(5, 1000),
-                    lambda s: s.items(),
-                ),
-                "50 keys, read one": (session_data(50, 5000), lambda s: s["key07"]),
-                "50 keys, read whole": (session_data(50, 5000), lambda s: s.items()),
+            for fn in fns.values():
+                per_call_us(fn, 50)  # warm up: connections, scripts
+            walls: dict[str, list[float]] = {lib: [] for lib in fns}
+            cpus: dict[str, list[float]] = {lib: [] for lib in fns}
+            for _ in range(args.batches):
+                for lib, fn in fns.items():
+                    wall, cpu = per_call_us(fn, args.calls)
+                    walls[lib].append(wall)
+                    cpus[lib].append(cpu)
+            admin = server.admin()
+            rows = {
+                lib: (
+                    statistics.median(walls[lib]),
+                    statistics.median(cpus[lib]),
+                    server_us(admin, fn, args.calls),
+                )
+                for lib, fn in fns.items()
             }
-            runs = f"{args.batches} batches x {args.calls} calls"
-            print(f"{backend} at {server.url}; {runs}")
-            print("µs per request: wall (median of batches), client CPU, server CPU")
-            print(
-                f"{'scenario':28} {'lib':8} {'wall':>7} {'cpu':>7} {'server':>7}"
-                f" {'wall ratio':>10} {'cpu+srv ratio':>13}"
-            )
-            for name, (data, work) in scenarios.items():
-                fns = {
-                    lib: request_work(f, make_cookie(f, data), work)
-                    for lib, f in libs.items()
-                }
-                for fn in fns.values():
-                    per_call_us(fn, 50)  # warm up: connections, scripts
-                walls: dict[str, list[float]] = {lib: [] for lib in fns}
-                cpus: dict[str, list[float]] = {lib: [] for lib in fns}
-                for _ in range(args.batches):
-                    for lib, fn in fns.items():
-                        wall, cpu = per_call_us(fn, args.calls)
-                        walls[lib].append(wall)
-                        cpus[lib].append(cpu)
-                admin = server.admin()
-                rows = {
-                    lib: (
-                        statistics.median(walls[lib]),
-                        statistics.median(cpus[lib]),
-                        server_us(admin, fn, args.calls),
-                    )
-                    for lib, fn in fns.items()
-                }
-                (w0, c0, s0), (w1, c1, s1) = rows.values()
-                for lib, (w, c, sv) in rows.items():
-                    ratios = (
-                        f" {w0 / w1:10.2f} {(c0 + s0) / (c1 + s1):13.2f}"
-                        if lib == "current"
-                        else ""
-                    )
-                    print(f"{name:28} {lib:8} {w:7.1f} {c:7.1f} {sv:7.1f}{ratios}")
-        finally:
-            server.close()
+            (w0, c0, s0), (w1, c1, s1) = rows.values()
+            for lib, (w, c, sv) in rows.items():
+                ratios = (
+                    f" {w0 / w1:10.2f} {(c0 + s0) / (c1 + s1):13.2f}"
+                    if lib == "current"
+                    else ""
+                )
+                print(f"{name:28} {lib:8} {w:7.1f} {c:7.1f} {sv:7.1f}{ratios}")
 
 
 if __name__ == "__main__":
