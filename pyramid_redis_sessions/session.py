@@ -600,52 +600,40 @@ class RedisSession:
             return None  # read, never stored, nothing to delete: a bot's request
         if self._stored_id is None and self._dirty:
             return self._create()  # with index updates of its own
-        if self._unchanged():
-            return self._stored_id  # the common read: nothing to build
-        index = self._index_changes()
         if self._stored_id is not None:
             changes, deleted = self._delta()
-            self._rebind(self._stored_id, changes, deleted, index)
-            if changes or deleted:
-                seal = self._seal_for(self._stored_id)
-                fields = [b for f, p in changes.items() for b in (f, seal.seal(f, p))]
-                store = self._get_store()
-                updates = index.updates
-                if store.save(
-                    self._stored_id, fields, deleted, self._ttl(), index=updates
-                ):
-                    index.check_suspects(self._factory, store)
-                    return self._stored_id
-                log.info(
-                    "session %s ended during the request; its changes are dropped",
-                    self._describe(self._stored_id),
-                )
-                return _ENDED
+            if (
+                changes
+                or deleted
+                or self._binding() != (self._user, self._user_details)
+            ):
+                return self._update(self._stored_id, changes, deleted)
         if self._doomed or self._doomed_keys:
             self._get_store().delete(
-                *self._doomed, keys=self._doomed_keys, index=index.updates
+                *self._doomed,
+                keys=self._doomed_keys,
+                index=self._index_changes().updates,
             )
         return self._stored_id
 
-    def _unchanged(self) -> bool:
-        """Whether this request certainly has nothing to save (what the
-        save would find, in a few checks: most requests only read)."""
-        if (
-            self._touched
-            or self._flash_added
-            or self._flash_removed
-            or self._timeout_changed
-            or self._reseal
-            or self._doomed
-            or self._doomed_keys
-            or self._unindex
-            or self._bind is not _MISSING
-        ):
-            return False
-        if self._decoded and (self._changed_all or self._factory.detect_changes):
-            data = self._data
-            return all(type(data.get(key)) in _IMMUTABLE for key in self._decoded)
-        return True
+    def _update(
+        self, session_id: str, changes: dict[bytes, bytes], deleted: list[bytes]
+    ) -> Any:
+        """Save the delta of a stored session, with its binding's change and
+        the index updates they need: ``session_id``, or ``_ENDED``."""
+        index = self._index_changes()
+        self._rebind(session_id, changes, deleted, index)
+        seal = self._seal_for(session_id)
+        fields = [b for f, p in changes.items() for b in (f, seal.seal(f, p))]
+        store = self._get_store()
+        if store.save(session_id, fields, deleted, self._ttl(), index=index.updates):
+            index.check_suspects(self._factory, store)
+            return session_id
+        log.info(
+            "session %s ended during the request; its changes are dropped",
+            self._describe(session_id),
+        )
+        return _ENDED
 
     # -- the user sessions index (see .users) ------------------------------
 
