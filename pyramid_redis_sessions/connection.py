@@ -23,6 +23,8 @@ from pyramid.request import Request
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .exceptions import ConfigurationError
+
 __all__ = ["get_default_connection"]
 
 #: Where 1.x kept the client, so that code reading it there still finds it.
@@ -31,6 +33,17 @@ _REGISTRY_ATTRIBUTE = "_redis_sessions"
 _IN_THE_URL = ("host", "port", "db", "password", "unix_socket_path", "connection_pool")
 #: 1.x passed these; redis-py 4 removed them.
 _REMOVED = ("charset", "errors")
+#: Options of this package that the factory passes a ``client_callable``
+#: and a plain client has no keyword for: the retries are the client's
+#: (none, see below); Sentinel and Cluster need clients of their own.
+_NOT_CLIENT_KEYWORDS = ("retries",)
+_TOPOLOGY = (
+    "sentinels",
+    "sentinel_service",
+    "sentinel_username",
+    "sentinel_password",
+    "cluster",
+)
 
 
 def get_default_connection(
@@ -55,7 +68,10 @@ def get_default_connection(
 
     ``**redis_options``
       Keywords of ``redis_client``, such as the ones ``client_callable``
-      receives. ``charset`` and ``errors`` are dropped.
+      receives. ``charset``, ``errors`` and ``retries`` are dropped; a
+      Sentinel or Cluster setting is a
+      :class:`~pyramid_redis_sessions.exceptions.ConfigurationError`: this
+      function builds a plain client only.
 
     Unless given a ``retry``, the client does not retry failed commands
     (redis-py does by default), so that the socket timeouts bound how long a
@@ -74,8 +90,14 @@ def get_default_connection(
     client: redis.Redis | None = getattr(request.registry, _REGISTRY_ATTRIBUTE, None)
     if client is not None:
         return client
-    for name in _REMOVED:
+    for name in (*_REMOVED, *_NOT_CLIENT_KEYWORDS):
         redis_options.pop(name, None)
+    topology = [name for name in _TOPOLOGY if redis_options.pop(name, None)]
+    if topology:
+        raise ConfigurationError(
+            f"get_default_connection builds a plain client; {', '.join(topology)} "
+            "need the session factory's own client (leave client_callable unset)"
+        )
     redis_options.setdefault("retry", Retry(NoBackoff(), 0))
     if url is not None:
         for name in _IN_THE_URL:

@@ -365,29 +365,9 @@ def _build(
     )
 
 
-#: What ``client_callable`` receives as keywords, as in 1.x.
-_REDIS_OPTIONS = [
-    "url",
-    "host",
-    "port",
-    "db",
-    "username",
-    "password",
-    "socket_timeout",
-    "socket_connect_timeout",
-    "connection_pool",
-    "unix_socket_path",
-    "retries",
-    "sentinels",
-    "sentinel_service",
-    "sentinel_username",
-    "sentinel_password",
-    "cluster",
-    "ssl_ca_certs",
-    "ssl_certfile",
-    "ssl_keyfile",
-    "ssl_cert_reqs",
-]
+#: What ``client_callable`` receives as keywords, as in 1.x: the options
+#: that make the client, read off :func:`.client.make_client`.
+_REDIS_OPTIONS = list(inspect.signature(make_client).parameters)
 
 
 #: The defaults of every option, read off the signature: one source.

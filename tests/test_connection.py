@@ -12,7 +12,9 @@ import redis
 from pyramid.registry import Registry
 from pyramid.request import Request
 
+from pyramid_redis_sessions import RedisSessionFactory
 from pyramid_redis_sessions.connection import get_default_connection
+from pyramid_redis_sessions.exceptions import ConfigurationError
 from pyramid_redis_sessions.settings import coerce_option
 
 #: What the factory passes a ``client_callable``.
@@ -80,3 +82,31 @@ def test_dotted_name_from_a_one_x_ini_file_still_resolves() -> None:
     name = "pyramid_redis_sessions.connection.get_default_connection"
     resolved = coerce_option("client_callable", name, "setting 'x'")
     assert resolved is get_default_connection
+
+
+def test_takes_every_option_the_factory_gives_a_client_callable() -> None:
+    # As an ini file of 1.x names it: the factory passes all its client
+    # options (retries, Sentinel, Cluster, TLS included), not only 1.x's.
+    given: dict[str, Any] = {}
+
+    def client_callable(request: Request, **options: Any) -> redis.Redis:
+        given.update(options)
+        return get_default_connection(request, **options)
+
+    factory = RedisSessionFactory(
+        "s3cret", client_callable=client_callable, host="127.0.0.1", port=6391
+    )
+    with pytest.warns(DeprecationWarning, match="get_default_connection"):
+        client = factory.store_for(request()).client
+    assert {"retries", "sentinels", "cluster", "ssl_ca_certs"} <= set(given)
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["host"], kwargs["port"]) == ("127.0.0.1", 6391)
+    assert client.get_retry().get_retries() == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "topology", [{"cluster": True}, {"sentinels": ["127.0.0.1:26379"]}]
+)
+def test_sentinel_or_cluster_is_a_configuration_error(topology: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError, match="plain client"):
+        connect(request(), **OPTIONS, **topology)
