@@ -46,7 +46,15 @@ from .legacy import LegacyCookie, LegacyCookies, decode_value
 from .serializers import FunctionSerializer
 from .settings import PREFIX, coerce_option
 from .users import UserSessions
-from .values import CREATED, FLASH, RESERVED, TIMEOUT, BadValue, key_name
+from .values import (
+    CREATED,
+    FLASH,
+    RESERVED,
+    TIMEOUT,
+    BadValue,
+    flash_queue,
+    key_name,
+)
 
 __all__ = ["main"]
 
@@ -559,7 +567,10 @@ def _show_session(ctx: _Context, session_id: str, source: str) -> _Shown | None:
             timeout = _float(payload, problems, name)
         elif field.startswith(FLASH):
             flash.append(
-                (_flash_queue(field), _decoded(loads, payload, problems, name))
+                (
+                    _flash_queue(field, problems, name),
+                    _decoded(loads, payload, problems, name),
+                )
             )
         elif field[:1] != RESERVED:  # other reserved names: a later format's
             keys[key_name(field)] = _decoded(loads, payload, problems, name)
@@ -580,9 +591,12 @@ def _show_session(ctx: _Context, session_id: str, source: str) -> _Shown | None:
     )
 
 
-def _flash_queue(field: bytes) -> str:
-    # FLASH + 28 characters of order + ":" + queue (values.FLASH's layout).
-    return field[len(FLASH) + 29 :].decode("utf-8", "backslashreplace")
+def _flash_queue(field: bytes, problems: list[str], name: str) -> str:
+    try:
+        return flash_queue(field)
+    except ValueError:  # BadValue, or a name that is not UTF-8
+        problems.append(f"field {name!r} is not a well-formed flash field")
+        return field[len(FLASH) :].decode("utf-8", "backslashreplace")
 
 
 def _float(payload: bytes, problems: list[str], name: str) -> float | None:

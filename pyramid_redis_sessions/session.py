@@ -70,6 +70,7 @@ from .values import (
     FieldCodec,
     SessionSeal,
     field_name,
+    flash_queue,
     key_name,
 )
 
@@ -178,7 +179,8 @@ _last_order = 0
 
 
 def _flash_field(queue: str) -> bytes:
-    """A new flash message's field: ordered by time, unique across servers."""
+    """A new flash message's field: ordered by time, unique across servers
+    (an order of ``values.FLASH_ORDER_SIZE`` characters)."""
     global _last_order
     with _order_lock:
         _last_order = max(time.time_ns(), _last_order + 1)
@@ -189,16 +191,6 @@ def _flash_field(queue: str) -> bytes:
         secrets.token_hex(4).encode(),
         field_name(queue),
     )
-
-
-_FLASH_ORDER_SIZE = 28  # 20 digits of nanoseconds and 8 random hex digits
-
-
-def _flash_queue(field: bytes) -> str:
-    rest = field[len(FLASH) :]
-    if rest[_FLASH_ORDER_SIZE : _FLASH_ORDER_SIZE + 1] != b":":
-        raise BadValue("a flash field is malformed")
-    return key_name(rest[_FLASH_ORDER_SIZE + 1 :])
 
 
 def _number(payload: bytes) -> float:
@@ -959,7 +951,7 @@ class RedisSession:
                     message = self._factory.serializer.loads(
                         self._flash_payloads[field]
                     )
-                    flash.setdefault(_flash_queue(field), {})[field] = message
+                    flash.setdefault(flash_queue(field), {})[field] = message
             except Exception as e:  # a serializer may raise anything
                 self._fail_decoding(e)
                 flash = {}

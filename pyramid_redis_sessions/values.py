@@ -33,6 +33,7 @@ from collections.abc import Iterable
 __all__ = [
     "CREATED",
     "FLASH",
+    "FLASH_ORDER_SIZE",
     "FORMAT",
     "RESERVED",
     "TIMEOUT",
@@ -42,6 +43,7 @@ __all__ = [
     "FieldCodec",
     "SessionSeal",
     "field_name",
+    "flash_queue",
     "key_name",
 ]
 
@@ -63,8 +65,11 @@ TIMEOUT = b"\xfftimeout"
 USER = b"\xffuser"
 #: What the application recorded about the session at login (JSON), if any.
 USER_DETAILS = b"\xffuser-details"
-#: Prefix of flash message fields: ``FLASH + order (24 chars) + b":" + queue``.
+#: Prefix of flash message fields: ``FLASH + order + b":" + queue``, the
+#: order :data:`FLASH_ORDER_SIZE` characters.
 FLASH = b"\xffflash:"
+#: 20 digits of nanoseconds and 8 random hex digits.
+FLASH_ORDER_SIZE = 28
 
 
 class BadValue(ValueError):
@@ -79,6 +84,15 @@ def field_name(key: str) -> bytes:
 def key_name(field: bytes) -> str:
     """The session key of a (non-reserved) hash field."""
     return field.decode("utf-8", "surrogatepass")
+
+
+def flash_queue(field: bytes) -> str:
+    """The queue of a flash message's field; :class:`BadValue` if the field
+    is not laid out as :data:`FLASH` says."""
+    rest = field[len(FLASH) :]
+    if rest[FLASH_ORDER_SIZE : FLASH_ORDER_SIZE + 1] != b":":
+        raise BadValue("a flash field is malformed")
+    return key_name(rest[FLASH_ORDER_SIZE + 1 :])
 
 
 def _derive_key(secret: str) -> bytes:
