@@ -22,7 +22,6 @@ import contextlib
 import json
 import math
 import os
-import pickle
 import pprint
 import sys
 import textwrap
@@ -43,7 +42,6 @@ from .exceptions import ConfigurationError
 from .factory import SessionFactory, session_factory_from_settings
 from .handles import Handles
 from .legacy import LegacyCookie, LegacyCookies, decode_value
-from .serializers import FunctionSerializer
 from .settings import PREFIX, coerce_option
 from .users import UserSessions
 from .values import (
@@ -625,9 +623,7 @@ def _show_legacy(ctx: _Context, cookie: LegacyCookie, handles: Handles) -> _Show
             f"the {cookie.kind.value} cookie verifies, but its session is gone "
             f"(expired, ended or already moved to the new format); handle {handle}"
         )
-    serializer = ctx.factory.serializer
-    loads = serializer.loads if isinstance(serializer, FunctionSerializer) else None
-    legacy = decode_value(cookie.kind, raw, loads or pickle.loads)
+    legacy = decode_value(cookie.kind, raw, ctx.factory.legacy_loads)
     keys = dict(sorted(legacy.data.items()))
     if legacy.csrf_token is not None:
         keys["_csrft_"] = legacy.csrf_token

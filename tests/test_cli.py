@@ -680,6 +680,21 @@ def test_show_legacy_cookies_of_both_old_packages(
     assert_one_line_error(result, 1, "cookie verifies, but its session is gone")
 
 
+def test_show_reads_legacy_values_with_the_apps_deserialize(
+    capsys: pytest.CaptureFixture[str], ini: Callable[..., str], server: BaseServer
+) -> None:
+    # 1.x's deserialize setting, with the new format in JSON: the old values
+    # are read with json.loads, as the application reads them.
+    envelope = {"managed_dict": {"user": "ann"}, "created": 1.7e9, "timeout": 1200}
+    server.client().set("session:old1", json.dumps(envelope), ex=500)
+    path = ini(serializer="json", deserialize="json.loads", serialize="json.dumps")
+    result = run(
+        capsys, path, "show", one_x_cookie(pickle.dumps("session:old1"), SECRET)
+    )
+    assert result.code == 0, result.err
+    assert "'user': 'ann'" in result.out
+
+
 def test_show_legacy_cookie_when_legacy_cookies_is_off(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
