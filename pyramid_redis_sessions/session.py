@@ -755,7 +755,9 @@ class RedisSession:
             return self._flash_payloads[field]
         if field[:1] == RESERVED:
             return self._later_payloads[field]
-        return self._payload(key_name(field))
+        # The bytes loaded, not the value serialized again: with
+        # detect_changes off, a change in place is saved only after changed().
+        return self._loaded_payloads[key_name(field)]
 
     def _all_fields(self, seal: SessionSeal) -> list[bytes]:
         """Every field of this session, for a new key (flat)."""

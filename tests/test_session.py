@@ -16,7 +16,7 @@ from pyramid.testing import DummyRequest
 from zope.interface.verify import verifyObject
 
 from pyramid_redis_sessions import RedisSession, RedisSessionFactory
-from pyramid_redis_sessions.values import TIMEOUT
+from pyramid_redis_sessions.values import CREATED, FLASH, TIMEOUT
 from tests.app import SECRET, factory, make_app, results
 from tests.servers import BaseServer
 from tests.stored import backdate, fields, open_field
@@ -526,8 +526,32 @@ def test_values_sealed_with_a_fallback_secret_are_resealed(
     from pyramid_redis_sessions.values import FieldCodec
 
     new_only = FieldCodec("new").for_session(session_id)
-    for field, value in fields(server, prefix + session_id).items():
+    stored = fields(server, prefix + session_id)
+    assert {CREATED, b"a"} <= set(stored)
+    assert any(field.startswith(FLASH) for field in stored)
+    for field, value in stored.items():
         new_only.open(field, value)  # raises if any field kept the old MAC
+
+
+def test_resealing_writes_the_bytes_loaded_not_a_change_in_place(
+    server: BaseServer, prefix: str
+) -> None:
+    # detect_changes off: a list appended to without changed() is not saved,
+    # even when its field is written again under the new secret.
+    old = make_app(RedisSessionFactory("old-secret", url=server.url, prefix=prefix))
+    old.get("/do?op=list:l&op=append:l:x")
+    rotated = make_app(
+        RedisSessionFactory(
+            "new",
+            secret_fallbacks=["old-secret"],
+            detect_changes=False,
+            url=server.url,
+            prefix=prefix,
+        )
+    )
+    rotated.cookiejar = old.cookiejar
+    assert results(rotated.get("/do?op=append:l:y&op=len:l")) == [None, 2]
+    assert results(rotated.get("/do?op=len:l")) == [1]
 
 
 def test_regenerate_id_keeps_flash_timeout_and_csrf(
