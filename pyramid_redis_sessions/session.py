@@ -843,7 +843,7 @@ class RedisSession:
     def invalidate(self) -> None:
         """End the session: its key is deleted and this object is empty and
         new; anything written to it afterwards starts a new session."""
-        old = self._stored_id if self._loaded else self._cookie.session_id
+        old = self._current_id()
         if old is None:
             old, self._regenerated_from = self._regenerated_from, None
         if old is not None:
@@ -935,7 +935,7 @@ class RedisSession:
 
         .. versionadded:: 2.0
         """
-        return UserSessions(self._factory, self._request)
+        return UserSessions._with(self._factory, self._get_store(), self._current_id())
 
     def _current_id(self) -> str | None:
         """The id of the stored session, without loading it."""

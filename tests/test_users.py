@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import redis
 import webtest
 from pyramid.testing import DummyRequest
 
@@ -356,6 +357,26 @@ def test_without_a_request_a_client_callable_factory_is_refused(
     f = factory(server.url, prefix, client_callable=lambda request, **kw: None)
     with pytest.raises(ValueError, match="client_callable"):
         UserSessions(f)
+
+
+def test_user_sessions_use_the_requests_store_and_know_the_current_one(
+    server: BaseServer, prefix: str
+) -> None:
+    # With client_callable, the request's client serves the listing too:
+    # the callable is asked once per request, as for the session itself.
+    calls: list[Any] = []
+
+    def client_callable(request: Any, **options: Any) -> Any:
+        calls.append(request)
+        return redis.Redis.from_url(server.url)
+
+    app = make_app(factory(server.url, prefix, client_callable=client_callable))
+    app.get("/do?op=bind:ann")
+    calls.clear()
+    handle, listed = results(app.get("/do?op=handle&op=sessions:ann"))
+    assert len(calls) == 1
+    assert [entry["current"] for entry in listed] == [True]
+    assert listed[0]["handle"] == handle
 
 
 # -- pruning -------------------------------------------------------------------
