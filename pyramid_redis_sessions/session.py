@@ -548,13 +548,13 @@ class RedisSession:
             self._unavailable(e)
             self._answer_unavailable(request, response)
             return
-        if live_id is not _ENDED and self._has_listeners():
-            self._announce(live_id)
-        codec, cookie = self._factory.cookie, self._cookie
         if live_id is _ENDED:
             # Another request ended or replaced this session: its cookie,
             # which may already be the browser's new one, is not ours to touch.
             return
+        if self._has_listeners():
+            self._announce(live_id)
+        codec, cookie = self._factory.cookie, self._cookie
         if live_id is None:
             if cookie.present:
                 codec.delete(response)
@@ -586,13 +586,10 @@ class RedisSession:
         Returns the id of the session that lives in Redis afterwards,
         ``None``, or ``_ENDED`` when the session ended while the request ran.
         """
-        if self._stored_id is None and not (
-            self._dirty or self._doomed or self._doomed_keys
-        ):
-            return None  # read, never stored, nothing to delete: a bot's request
-        if self._stored_id is None and self._dirty:
-            return self._create()  # with index updates of its own
-        if self._stored_id is not None:
+        if self._stored_id is None:
+            if self._dirty:
+                return self._create()  # deletes what is doomed, in its round trip
+        else:
             changes, deleted = self._delta()
             if (
                 changes
