@@ -397,8 +397,9 @@ class TestForkSettingNames:
         assert set(examples) == renamed
         for fork_name, value in examples.items():
             option, _ = resolve_alias(fork_name, self.LABEL)
-            assert option is not None
-            coerce_option(option, value, self.LABEL)
+            # Each is ours without the fork's prefix, and takes its values.
+            assert option == fork_name.removeprefix("redis_")
+            coerce_option(option, value, self.LABEL)  # raises if refused
 
 
 class TestForkSettingsInAnIniFile:
