@@ -75,12 +75,19 @@ def test_concurrent_flashes_are_each_popped_exactly_once(app: App) -> None:
     testapp.get("/do?op=set:start:1")
     cookie = cookie_of(testapp)
     popped: list[str] = []
+    pops = 0
+    shower_errors: list[BaseException] = []
     flashing_done = threading.Event()
 
     def show_messages() -> None:  # the page that pops messages meanwhile
+        nonlocal pops
         client = browser_tab(testapp, cookie)
-        while not flashing_done.is_set():
-            popped.extend(results(client.get("/do?op=pop_flash"))[0])
+        try:
+            while not flashing_done.is_set():
+                popped.extend(results(client.get("/do?op=pop_flash"))[0])
+                pops += 1
+        except BaseException as e:  # reported below, not lost in the thread
+            shower_errors.append(e)
 
     def flash(k: int) -> None:
         client = browser_tab(testapp, cookie)
@@ -94,6 +101,8 @@ def test_concurrent_flashes_are_each_popped_exactly_once(app: App) -> None:
     finally:
         flashing_done.set()
         shower.join(timeout=60)
+    assert not shower_errors
+    assert pops > 0  # messages were popped while others were flashed
     popped.extend(results(testapp.get("/do?op=pop_flash"))[0])
     expected = {f"{k}-{i:03d}" for k in range(flashers) for i in range(flashes)}
     counts = Counter(popped)

@@ -203,6 +203,7 @@ def test_a_read_only_replica_is_a_503_not_a_missing_session(
         deadline = time.monotonic() + 5
         while replica.admin().keys(prefix + "*") and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert not replica.admin().keys(prefix + "*")
         reader = make_included_app(
             {"redis.sessions.url": replica.url, "redis.sessions.prefix": prefix}
         )
