@@ -176,3 +176,11 @@ def factory(url_or_pool: Any, prefix: str, **options: Any) -> SessionFactory:
     else:
         options["connection_pool"] = url_or_pool
     return RedisSessionFactory(SECRET, prefix=prefix, **options)
+
+
+def finish(session: Any) -> Response:
+    """Run the response callbacks of the session's request, as Pyramid does
+    at the end of a request; the response they worked on."""
+    response = Response()
+    session._request._process_response_callbacks(response)
+    return response

@@ -15,9 +15,8 @@ from typing import Any
 
 import webtest
 from pyramid.request import Request
-from pyramid.response import Response
 
-from tests.app import factory, make_app, results
+from tests.app import factory, finish, make_app, results
 from tests.servers import BaseServer
 
 App = Callable[..., webtest.TestApp]
@@ -132,12 +131,6 @@ def start(f: Any, **data: Any) -> str:
 
 def session_of(f: Any, cookie: str) -> Any:
     return f(Request.blank("/", headers={"Cookie": cookie}))
-
-
-def finish(session: Any) -> Response:
-    response = Response()
-    session._request._process_response_callbacks(response)
-    return response
 
 
 def test_a_save_after_a_concurrent_invalidate_leaves_it_gone(

@@ -3,10 +3,8 @@ start-up, bad ones named in a ConfigurationError."""
 
 from __future__ import annotations
 
-import inspect
 import re
 import warnings
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -226,27 +224,6 @@ def test_a_deprecated_option_warns_once_at_the_callers_line(way: str) -> None:
     (warning,) = [w for w in caught if w.category is DeprecationWarning]
     assert str(warning.message).startswith(f"{way} '")
     assert warning.filename == __file__
-
-
-README = Path(__file__).parent.parent / "README.rst"
-
-
-def readme_settings() -> set[str]:
-    """The names the README's "Settings" section defines (``name`` lines)."""
-    text = README.read_text().split("\nSettings\n", 1)[1]
-    section = re.split(r"\n[^\n]+\n=+\n", text, maxsplit=1)[0]
-    return {
-        name
-        for line in section.splitlines()
-        if line.startswith("``")
-        for name in re.findall(r"``(\w+)``", line)
-    }
-
-
-def test_signature_settings_table_and_readme_list_the_same_options() -> None:
-    signature = set(inspect.signature(RedisSessionFactory).parameters)
-    assert signature == set(OPTIONS)
-    assert readme_settings() == set(OPTIONS)
 
 
 def test_samesite_none_without_secure_is_refused_at_start_up() -> None:
