@@ -3,7 +3,10 @@ straight through a Redis client, with or without the secret."""
 
 from __future__ import annotations
 
+import pickle
 import time
+from pathlib import Path
+from typing import Any
 
 from pyramid_redis_sessions.values import CREATED, FieldCodec
 from tests.app import SECRET
@@ -53,3 +56,19 @@ def backdate(server: BaseServer, prefix: str, session_id: str, seconds: float) -
     stored = open_field(session_id, CREATED, fields(server, key)[CREATED])
     earlier = repr(float(stored) - seconds).encode()
     server.client().hset(key, CREATED, seal(session_id, CREATED, earlier))
+
+
+class CreatesFile:
+    """Pickles to a call of ``open(path, 'w')``: unpickling it creates the
+    file, a stand-in for running an attacker's code."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
+
+
+def evil_pickle(path: Path | str, protocol: int = pickle.DEFAULT_PROTOCOL) -> bytes:
+    """A pickle that creates ``path`` when it is loaded."""
+    return pickle.dumps(CreatesFile(path), protocol)

@@ -16,7 +16,7 @@ from pyramid_redis_sessions import RedisSessionFactory
 from pyramid_redis_sessions.values import CREATED
 from tests.app import factory, make_app, results
 from tests.servers import BaseServer, RoundTripCounter
-from tests.stored import fields, seal
+from tests.stored import evil_pickle, fields, seal
 
 App = Callable[..., webtest.TestApp]
 
@@ -86,20 +86,6 @@ def test_latin1_cookie_header_that_webob_cannot_decode(
     assert "could not be parsed" in caplog.text
 
 
-class _CreatesFile:
-    """Pickles to a call of ``open(path, 'w')``: loading it creates a file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (open, (str(self.path), "w"))
-
-
-def _evil_payload(path: Path) -> bytes:
-    return pickle.dumps(_CreatesFile(path))
-
-
 def _assert_fresh_and_logged(
     testapp: webtest.TestApp,
     server: BaseServer,
@@ -158,7 +144,7 @@ def test_pickle_written_without_the_secret_is_never_loaded(
     marker = tmp_path / "pwned"
     testapp = app()
     session_id = results(testapp.get("/do?op=set:a:1&op=id"))[1]
-    field, value = FORGERS[forger](session_id, _evil_payload(marker))
+    field, value = FORGERS[forger](session_id, evil_pickle(marker))
     server.client().hset(prefix + session_id, field, value)
     _assert_fresh_and_logged(testapp, server, prefix, session_id, caplog)
     assert not marker.exists()
@@ -171,7 +157,7 @@ def test_the_same_pickle_signed_with_the_secret_would_run(
     marker = tmp_path / "pwned"
     testapp = app()
     session_id = results(testapp.get("/do?op=set:a:1&op=id"))[1]
-    forged = seal(session_id, b"x", _evil_payload(marker))
+    forged = seal(session_id, b"x", evil_pickle(marker))
     server.client().hset(prefix + session_id, b"x", forged)
     with pytest.raises(TypeError):  # the view has no use for the file object
         testapp.get("/do?op=len:x")

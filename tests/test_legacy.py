@@ -30,6 +30,7 @@ from pyramid_redis_sessions.legacy import (
     LegacySession,
     decode_value,
 )
+from tests.stored import evil_pickle
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ONE_X = "pyramid_redis_sessions-1.0.1.json"
@@ -241,16 +242,6 @@ class TestOneXCookies:
             assert self.reader.read(not_str) is None  # type: ignore[arg-type]
 
 
-class _WritesAFile:
-    """Unpickling this creates ``path``: a stand-in for running code."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (open, (self.path, "w"))
-
-
 class TestMaliciousOneXPickle:
     """A cookie signed with the secret (someone saw it) whose pickle names a
     global: the restricted unpickler refuses it and nothing runs."""
@@ -259,7 +250,7 @@ class TestMaliciousOneXPickle:
         self, tmp_path: Path
     ) -> None:
         target = tmp_path / "pwned"
-        payload = pickle.dumps(_WritesAFile(str(target)))
+        payload = evil_pickle(target)
         pickle.loads(payload).close()  # the unsafe load this module avoids
         assert target.exists()
 
@@ -268,7 +259,7 @@ class TestMaliciousOneXPickle:
         self, tmp_path: Path, protocol: int
     ) -> None:
         target = tmp_path / "pwned"
-        payload = pickle.dumps(_WritesAFile(str(target)), protocol)
+        payload = evil_pickle(target, protocol)
         assert b"open" in payload
         value = one_x_cookie(payload, "s3cret")
         assert LegacyCookies("s3cret").read(value) is None

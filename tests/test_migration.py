@@ -28,6 +28,7 @@ from pyramid_redis_sessions import SessionFactory
 from pyramid_redis_sessions.store import SCRIPTS, RedisStore
 from tests.app import SECRET, do_view, results
 from tests.servers import BaseServer, RoundTripCounter
+from tests.stored import evil_pickle
 from tests.test_legacy import (
     CASES,
     FORK,
@@ -198,22 +199,6 @@ def test_recorded_session_is_served_then_moved_to_the_new_format(
 # -- a signed 1.x cookie whose pickle names a global ------------------------------
 
 
-class _WritesAFile:
-    """Unpickling this creates ``path``: a stand-in for running code."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (open, (self.path, "w"))
-
-
-def test_control_the_malicious_pickle_creates_the_file(tmp_path: Path) -> None:
-    target = tmp_path / "pwned"
-    pickle.loads(pickle.dumps(_WritesAFile(str(target)))).close()
-    assert target.exists()
-
-
 def test_signed_one_x_cookie_naming_a_global_runs_nothing(
     app: Callable[..., webtest.TestApp],
     round_trips: RoundTripCounter,
@@ -223,7 +208,7 @@ def test_signed_one_x_cookie_naming_a_global_runs_nothing(
     target = tmp_path / "pwned"
     testapp = app()
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
-        payload = pickle.dumps(_WritesAFile(str(target)), protocol)
+        payload = evil_pickle(target, protocol)
         value = one_x_cookie(payload, SECRET)
         round_trips.reset()
         res = testapp.get(
