@@ -376,11 +376,11 @@ class RedisStore:
         with self._errors(key):
             if not old_keys and not index:
                 return bool(self._evalsha(WRITE, key, args))
-            calls = [_Call(("DEL", old)) for old in old_keys]
-            calls.append(_Call(args, WRITE, (key,)))
-            results = self._pipeline([*calls, *self._index_calls(index)])
-            self._take_suspects(index, results[len(calls) :])
-            return bool(results[len(calls) - 1])
+            calls = [
+                *(_Call(("DEL", old)) for old in old_keys),
+                _Call(args, WRITE, (key,)),
+            ]
+            return bool(self._with_index(calls, index)[-1])
 
     def _node(self, key: str) -> dict[str, Any]:
         """For a Cluster pipeline, the node of ``key`` named up front: left
@@ -412,11 +412,7 @@ class RedisStore:
         with self._errors(key):
             if not index:
                 return bool(self._evalsha(WRITE, key, args))
-            results = self._pipeline(
-                [_Call(args, WRITE, (key,)), *self._index_calls(index)]
-            )
-            self._take_suspects(index, results[1:])
-            return bool(results[0])
+            return bool(self._with_index([_Call(args, WRITE, (key,))], index)[0])
 
     def delete(
         self,
@@ -431,9 +427,7 @@ class RedisStore:
             if len(old_keys) == 1 and not index:
                 self.client.delete(old_keys[0])
                 return
-            calls = [_Call(("DEL", old)) for old in old_keys]
-            results = self._pipeline([*calls, *self._index_calls(index)])
-            self._take_suspects(index, results[len(calls) :])
+            self._with_index([_Call(("DEL", old)) for old in old_keys], index)
 
     def load_legacy(self, key: str) -> tuple[bytes | None, int | None]:
         """The bytes at ``key``, a whole key that 1.x or
@@ -470,7 +464,7 @@ class RedisStore:
     def update_index(self, update: IndexUpdate) -> list[str]:
         """Apply ``update`` and prune; the suspects (see ``INDEX``)."""
         with self._errors(update.key):
-            self._take_suspects([update], self._pipeline(self._index_calls([update])))
+            self._with_index([], [update])
         return update.suspects
 
     def inspect(
@@ -505,20 +499,22 @@ class RedisStore:
             for session_id, values in zip(session_ids, accepted, strict=True)
         ]
         with self._errors(index.key):
-            results = self._pipeline([*calls, *self._index_calls([index])])
-        self._take_suspects([index], results[len(calls) :])
-        return [bool(r) for r in results[: len(calls)]]
+            results = self._with_index(calls, [index])
+        return [bool(r) for r in results]
 
     # -- pipelines -----------------------------------------------------------
 
-    def _index_calls(self, updates: Sequence[IndexUpdate]) -> list[_Call]:
+    def _with_index(
+        self, calls: Sequence[_Call], updates: Sequence[IndexUpdate]
+    ) -> list[Any]:
+        """Run ``calls`` and the index ``updates`` in one pipeline; the
+        replies of ``calls``. Each update gets its suspects (see ``INDEX``)."""
         now = time.time()
-        return [_Call(tuple(u.args(now)), INDEX, (u.key,)) for u in updates]
-
-    @staticmethod
-    def _take_suspects(updates: Sequence[IndexUpdate], results: Sequence[Any]) -> None:
-        for update, suspects in zip(updates, results, strict=True):
+        index = [_Call(tuple(u.args(now)), INDEX, (u.key,)) for u in updates]
+        results = self._pipeline([*calls, *index])
+        for update, suspects in zip(updates, results[len(calls) :], strict=True):
             update.suspects = [m.decode("utf-8", "surrogatepass") for m in suspects]
+        return results[: len(calls)]
 
     def _pipeline(self, calls: Sequence[_Call]) -> list[Any]:
         """Send ``calls`` in one pipeline; their replies. A script the server
