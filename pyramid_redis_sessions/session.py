@@ -218,9 +218,9 @@ class RedisSession:
         self._seal: SessionSeal | None = None
         self._loaded = False
         self._registered = False
-        self._doomed: list[str] = []  # keys to delete when the response goes
-        #: Whole keys to delete then: a legacy session's old key.
-        self._doomed_keys: list[str] = []
+        #: Keys to delete when the response goes: ended sessions', and a
+        #: legacy session's old key.
+        self._doomed: list[str] = []
         #: (user, id) of bound sessions this request ended or moved.
         self._unindex: list[tuple[str, str]] = []
         self._invalidated: list[str] = []  # the doomed ids invalidate() ended
@@ -362,7 +362,7 @@ class RedisSession:
             return
         if raw is None:
             return  # expired: a fresh session, and the cookie is cleared
-        self._doomed_keys.append(key)
+        self._doom_key(key)
         try:
             legacy = decode_value(cookie.kind, raw, self._factory.legacy_loads)
             self._check_serializable(legacy)
@@ -425,8 +425,7 @@ class RedisSession:
             self._describe_legacy(key),
             reason,
         )
-        if key not in self._doomed_keys:
-            self._doomed_keys.append(key)
+        self._doom_key(key)
 
     def _describe_legacy(self, key: str) -> str:
         """Name a legacy key in logs: the current prefix if it has it, and a
@@ -442,14 +441,21 @@ class RedisSession:
             self._seal = self._factory.codec.for_session(session_id)
         return self._seal
 
+    def _doom(self, session_id: str) -> None:
+        """Have the session ``session_id`` deleted when the response goes."""
+        self._doom_key(self._get_store().key(session_id))
+
+    def _doom_key(self, key: str) -> None:
+        if key not in self._doomed:
+            self._doomed.append(key)
+
     def _reject(self, session_id: str, reason: str) -> None:
         log.warning(
             "session value at %s could not be loaded (%s); starting a new session",
             self._describe(session_id),
             reason,
         )
-        if session_id not in self._doomed:
-            self._doomed.append(session_id)
+        self._doom(session_id)
         if self._has_listeners():
             self._request.registry.notify(
                 SessionValueRejected(self._request, reason, key_digest(session_id))
@@ -597,12 +603,8 @@ class RedisSession:
                 or self._binding() != (self._user, self._user_details)
             ):
                 return self._update(self._stored_id, changes, deleted)
-        if self._doomed or self._doomed_keys:
-            self._get_store().delete(
-                *self._doomed,
-                keys=self._doomed_keys,
-                index=self._index_changes().updates,
-            )
+        if self._doomed:
+            self._get_store().delete(*self._doomed, index=self._index_changes().updates)
         return self._stored_id
 
     def _update(
@@ -782,7 +784,6 @@ class RedisSession:
     def _create(self) -> str:
         store = self._get_store()
         replacing = tuple(self._doomed)
-        replacing_keys = tuple(self._doomed_keys)
         user = self._binding()[0]
         for _ in range(_CREATE_TRIES):
             session_id = self.session_id
@@ -795,13 +796,12 @@ class RedisSession:
                 fields,
                 self._ttl(),
                 replacing,
-                replacing_keys=replacing_keys,
                 index=index.updates,
             ):
                 self._stored_id = session_id
                 index.check_suspects(self._factory, store)
                 return session_id
-            replacing = replacing_keys = ()  # deleted by the first try
+            replacing = ()  # deleted by the first try
             self._id = None
         raise SessionStoreError(
             f"no free session id in {_CREATE_TRIES} tries: id_generator "
@@ -844,14 +844,13 @@ class RedisSession:
         if old is None:
             old, self._regenerated_from = self._regenerated_from, None
         if old is not None:
-            if old not in self._doomed:
-                self._doomed.append(old)
+            self._doom(old)
             self._invalidated.append(old)
             if self._user is not None:
                 self._unindex.append((self._user, old))
         legacy = self._cookie.legacy
         if legacy is not None and not self._loaded:
-            self._doomed_keys.append(legacy.redis_key)  # deleted unread
+            self._doom_key(legacy.redis_key)  # deleted unread
         self._loaded = True
         self._register()
         self._start()
@@ -866,7 +865,7 @@ class RedisSession:
         """
         self._load()
         if self._stored_id is not None:
-            self._doomed.append(self._stored_id)
+            self._doom(self._stored_id)
             if self._user is not None:
                 self._unindex.append((self._user, self._stored_id))
             self._regenerated_from = self._stored_id

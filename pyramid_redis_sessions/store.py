@@ -18,7 +18,7 @@ touches one key, so all of it is valid on Redis Cluster:
 ``save(id, fields, deleted, ttl)``        ``EVALSHA write``: the delta and
                                           the expiry, only if the session
                                           still exists
-``delete(*ids, keys=…)``                  ``DEL``
+``delete(*keys)``                         ``DEL``
 ``load_legacy(key)``                      ``GET`` and ``PTTL`` of a key
                                           that 1.x or pyramid_session_redis
                                           wrote, pipelined
@@ -32,8 +32,8 @@ touches one key, so all of it is valid on Redis Cluster:
                                           pipelined
 ========================================  ==================================
 
-``replacing_keys`` of ``create`` and ``keys`` of ``delete`` are whole keys,
-not session ids: a legacy key carries its old package's prefix.
+``replacing`` of ``create`` and the keys of ``delete`` are whole keys, not
+session ids: a legacy key carries its old package's prefix.
 
 ``create``, ``save`` and ``delete`` take the index updates of the user
 sessions index (:mod:`pyramid_redis_sessions.users`), which then run in
@@ -359,25 +359,22 @@ class RedisStore:
         ttl: int | None,
         replacing: Sequence[str] = (),
         *,
-        replacing_keys: Sequence[str] = (),
         index: Sequence[IndexUpdate] = (),
     ) -> bool:
         """Store a new session (``fields`` flat: name, value, …); false if
         ``session_id`` is taken.
 
-        The keys of ``replacing`` (an invalidated or regenerated session) and
-        ``replacing_keys`` (whole keys: a legacy session moved here) are
-        deleted in the same round trip, one ``DEL`` each (they may live on
-        other Cluster nodes).
+        The keys ``replacing`` (an invalidated or regenerated session's, a
+        legacy session's moved here) are deleted in the same round trip, one
+        ``DEL`` each (they may live on other Cluster nodes).
         """
         key = self.key(session_id)
         args = ("create", _ttl_arg(ttl), len(fields) // 2, *fields)
-        old_keys = [*map(self.key, replacing), *replacing_keys]
         with self._errors(key):
-            if not old_keys and not index:
+            if not replacing and not index:
                 return bool(self._evalsha(WRITE, key, args))
             calls = [
-                *(_Call(("DEL", old)) for old in old_keys),
+                *(_Call(("DEL", old)) for old in replacing),
                 _Call(args, WRITE, (key,)),
             ]
             return bool(self._with_index(calls, index)[-1])
@@ -416,18 +413,16 @@ class RedisStore:
 
     def delete(
         self,
-        *session_ids: str,
-        keys: Sequence[str] = (),
+        *keys: str,
         index: Sequence[IndexUpdate] = (),
     ) -> None:
-        """Delete sessions by id, and ``keys`` (whole keys) too, and apply
-        ``index`` updates, in one round trip."""
-        old_keys = [*map(self.key, session_ids), *keys]
+        """Delete ``keys`` (whole keys: a session's is :meth:`key` of its id)
+        and apply ``index`` updates, in one round trip."""
         with self._errors():
-            if len(old_keys) == 1 and not index:
-                self.client.delete(old_keys[0])
+            if len(keys) == 1 and not index:
+                self.client.delete(keys[0])
                 return
-            self._with_index([_Call(("DEL", old)) for old in old_keys], index)
+            self._with_index([_Call(("DEL", key)) for key in keys], index)
 
     def load_legacy(self, key: str) -> tuple[bytes | None, int | None]:
         """The bytes at ``key``, a whole key that 1.x or
