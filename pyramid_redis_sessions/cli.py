@@ -43,6 +43,7 @@ from .factory import SessionFactory, session_factory_from_settings
 from .handles import Handles
 from .legacy import LegacyCookie, LegacyCookies, decode_value
 from .settings import PREFIX, coerce_option
+from .store import RedisStore
 from .users import UserSessions
 from .values import (
     CREATED,
@@ -278,11 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 @dataclass
 class _Context:
-    settings: dict[str, Any]
     factory: SessionFactory
+    store: RedisStore
     keyspace: admin.Keyspace
-    secret: str
-    fallbacks: list[str]
+    #: Reads the old packages' cookies: the factory's, or one of its own
+    #: when legacy_cookies is off (so that show can say so).
+    legacy: LegacyCookies
 
     @property
     def server(self) -> str:
@@ -306,28 +308,23 @@ def _load(args: argparse.Namespace) -> _Context:
         ) from None
     try:
         factory = session_factory_from_settings(settings)
-        secret = coerce_option("secret", settings[PREFIX + "secret"], "secret")
-        fallbacks = coerce_option(
-            "secret_fallbacks",
-            settings.get(PREFIX + "secret_fallbacks", []),
-            f"setting {PREFIX + 'secret_fallbacks'!r}",
-        )
+        legacy = factory.cookie.legacy
+        if legacy is None:
+            secret = coerce_option("secret", settings[PREFIX + "secret"], "secret")
+            fallbacks = coerce_option(
+                "secret_fallbacks",
+                settings.get(PREFIX + "secret_fallbacks", []),
+                f"setting {PREFIX + 'secret_fallbacks'!r}",
+            )
+            legacy = LegacyCookies(secret, fallbacks)
     except ConfigurationError as e:
         raise _Fail(f"{uri}: {_one_line(e)}", USAGE) from None
     # With client_callable, the app's callable makes the client; it is given
     # a blank request, as psessions serves none.
     store = factory.store_for(Request.blank("/"))
-    return _Context(
-        settings,
-        factory,
-        admin.Keyspace(
-            store.client,
-            factory.prefix,
-            getattr(args, "batch_size", admin.DEFAULT_BATCH_SIZE),
-        ),
-        secret,
-        fallbacks,
-    )
+    batch_size = getattr(args, "batch_size", admin.DEFAULT_BATCH_SIZE)
+    keyspace = admin.Keyspace(store.client, factory.prefix, batch_size)
+    return _Context(factory, store, keyspace, legacy)
 
 
 def _legacy_cookies_on(ctx: _Context) -> bool:
@@ -505,7 +502,7 @@ def _show(ctx: _Context, args: argparse.Namespace, out: TextIO) -> int:
                 f"ended); handle {handles(session_id)}"
             )
     else:
-        legacy = LegacyCookies(ctx.secret, ctx.fallbacks).read(value)
+        legacy = ctx.legacy.read(value)
         if legacy is not None and _legacy_cookies_on(ctx):
             shown = _show_legacy(ctx, legacy, handles)
         else:
@@ -706,7 +703,7 @@ def _print_shown(shown: _Shown, as_json: bool, out: TextIO) -> None:
 def _user(ctx: _Context, args: argparse.Namespace, out: TextIO) -> int:
     """A user's sessions from the user-sessions index (``user_key`` or
     ``bind_user()``), and ending them all."""
-    index = UserSessions(ctx.factory, Request.blank("/"))
+    index = UserSessions._with(ctx.factory, ctx.store, None)
     if args.end_all:
         ended = index.end_all(args.user)
         if args.json:
