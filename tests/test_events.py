@@ -74,12 +74,20 @@ def test_created_once_when_a_new_session_is_stored(
     assert session_id not in ids_in(created)
 
 
+def existing_session(
+    app: Callable[..., webtest.TestApp], events: Seen
+) -> tuple[webtest.TestApp, str]:
+    """A browser with a stored session, and its id; no event seen yet."""
+    testapp = app()
+    session_id: str = results(testapp.get("/do?op=set:a:1&op=id"))[1]
+    events.clear()
+    return testapp, session_id
+
+
 def test_regenerated_names_both_digests_and_is_not_a_creation(
     app: Callable[..., webtest.TestApp], events: Seen
 ) -> None:
-    testapp = app()
-    old = results(testapp.get("/do?op=set:a:1&op=id"))[1]
-    events.clear()
+    testapp, old = existing_session(app, events)
     new = results(testapp.get("/do?op=regenerate&op=id"))[1]
     (event,) = events
     assert isinstance(event, SessionIdRegenerated)
@@ -93,9 +101,7 @@ def test_regenerated_names_both_digests_and_is_not_a_creation(
 def test_invalidated_when_the_key_is_deleted(
     app: Callable[..., webtest.TestApp], events: Seen
 ) -> None:
-    testapp = app()
-    old = results(testapp.get("/do?op=set:a:1&op=id"))[1]
-    events.clear()
+    testapp, old = existing_session(app, events)
     testapp.get("/do?op=invalidate")
     assert [type(e) for e in events] == [SessionInvalidated]
     assert events[0].key_digest == key_digest(old)  # type: ignore[attr-defined]
@@ -104,9 +110,7 @@ def test_invalidated_when_the_key_is_deleted(
 def test_invalidate_then_write_is_an_invalidation_and_a_creation(
     app: Callable[..., webtest.TestApp], events: Seen
 ) -> None:
-    testapp = app()
-    old = results(testapp.get("/do?op=set:a:1&op=id"))[1]
-    events.clear()
+    testapp, old = existing_session(app, events)
     new = results(testapp.get("/do?op=invalidate&op=set:b:2&op=id"))[2]
     assert sorted(type(e).__name__ for e in events) == [
         "SessionCreated",
@@ -204,9 +208,7 @@ def test_regenerate_then_invalidate_is_one_invalidation(
     server: BaseServer,
     prefix: str,
 ) -> None:
-    testapp = app()
-    old = results(testapp.get("/do?op=set:a:1&op=id"))[1]
-    events.clear()
+    testapp, old = existing_session(app, events)
     res = testapp.get("/do?op=regenerate&op=invalidate")
     assert [type(e) for e in events] == [SessionInvalidated]
     assert events[0].key_digest == key_digest(old)  # type: ignore[attr-defined]
