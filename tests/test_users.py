@@ -188,17 +188,25 @@ def test_a_session_with_a_forged_user_field_is_not_listed(
     assert server.client().exists(key)
 
 
+def assert_hidden_then_pruned(
+    browser: webtest.TestApp, server: BaseServer, prefix: str, user: str, entry: str
+) -> None:
+    """``entry`` of ``user``'s index is never listed (only ``browser``'s own
+    session is), and is pruned once its score has passed."""
+    assert len(listing(browser, user)) == 1
+    backdate_score(server, prefix, user, entry)
+    assert len(listing(browser, user)) == 1
+    assert entry not in members(server, prefix, user)
+
+
 def test_a_session_listed_under_another_user_is_not_shown(
     users: webtest.TestApp, server: BaseServer, prefix: str
 ) -> None:
     _, bob_id = login(users, "bob")
     server.client().zadd(index_key(prefix, "alice"), {bob_id: time.time() + 999})
     a1, _ = login(users, "alice")
-    assert len(listing(a1, "alice")) == 1
     assert bob_id in members(server, prefix, "alice")  # left until its score
-    backdate_score(server, prefix, "alice", bob_id)
-    assert len(listing(a1, "alice")) == 1
-    assert bob_id not in members(server, prefix, "alice")
+    assert_hidden_then_pruned(a1, server, prefix, "alice", bob_id)
 
 
 def test_the_end_script_spares_a_session_bound_to_someone_else(
@@ -302,10 +310,7 @@ def test_invalidate_without_reading_leaves_the_list_true(
     browser, session_id = login(users, "alice")
     do(browser, "invalidate")
     other, _ = login(users, "alice")
-    assert len(listing(other, "alice")) == 1
-    backdate_score(server, prefix, "alice", session_id)
-    assert len(listing(other, "alice")) == 1
-    assert session_id not in members(server, prefix, "alice")
+    assert_hidden_then_pruned(other, server, prefix, "alice", session_id)
 
 
 def test_rebinding_to_another_user_moves_the_entry(
