@@ -41,6 +41,8 @@ from tests.test_legacy import (
 
 COOKIE = "session"
 LEGACY_KEY = "7f0e0fd1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d"
+#: 1.0.1's signed cookie naming ``LEGACY_KEY``.
+LEGACY_COOKIE = one_x_cookie(pickle.dumps(LEGACY_KEY), SECRET)
 #: The url setting under our name and under pyramid_session_redis's.
 URLS = ("redis.sessions.url", "redis.sessions.redis_url")
 
@@ -257,7 +259,7 @@ def test_legacy_key_gone_gives_a_fresh_session_and_clears_the_cookie(
     app: Callable[..., webtest.TestApp], round_trips: RoundTripCounter
 ) -> None:
     testapp = app()
-    cookie = one_x_cookie(pickle.dumps(LEGACY_KEY), SECRET)
+    cookie = LEGACY_COOKIE
     res = testapp.get("/do?op=keys&op=new", headers=legacy_header(cookie))
     assert results(res) == [[], True]
     assert round_trips.count == 1
@@ -278,7 +280,7 @@ def test_corrupt_legacy_value_gives_a_fresh_session_and_is_deleted(
 ) -> None:
     store_legacy(server, LEGACY_KEY, raw, 600)
     testapp = app()
-    cookie = one_x_cookie(pickle.dumps(LEGACY_KEY), SECRET)
+    cookie = LEGACY_COOKIE
     with caplog.at_level(logging.WARNING, "pyramid_redis_sessions"):
         res = testapp.get(
             "/do?op=keys&op=new", headers=legacy_header(cookie), status=200
@@ -316,7 +318,7 @@ def test_dropped_keys_are_listed_in_a_warning_without_their_values(
 ) -> None:
     data = {"ok": "kept", 7: "secret-seven", b"raw": "secret-raw"}
     store_legacy(server, LEGACY_KEY, one_x_envelope(data), 600)
-    cookie = one_x_cookie(pickle.dumps(LEGACY_KEY), SECRET)
+    cookie = LEGACY_COOKIE
     with caplog.at_level(logging.WARNING, "pyramid_redis_sessions"):
         res = app().get("/do?op=keys&op=get:ok", headers=legacy_header(cookie))
     assert results(res) == [["ok"], "kept"]
@@ -354,7 +356,7 @@ def test_legacy_session_without_ttl_is_moved_with_the_factorys_timeout(
     store_legacy(server, LEGACY_KEY, one_x_envelope({"k": "v"}, timeout=0), None)
     res = app().get(
         "/do?op=timeout&op=id",
-        headers=legacy_header(one_x_cookie(pickle.dumps(LEGACY_KEY), SECRET)),
+        headers=legacy_header(LEGACY_COOKIE),
     )
     timeout, new_id = results(res)
     assert timeout is None
@@ -369,7 +371,7 @@ def test_a_write_on_the_first_request_is_moved_with_the_rest(
 ) -> None:
     store_legacy(server, LEGACY_KEY, one_x_envelope({"a": "1", "b": "2"}), 600)
     testapp = app()
-    cookie = one_x_cookie(pickle.dumps(LEGACY_KEY), SECRET)
+    cookie = LEGACY_COOKIE
     res = testapp.get(
         "/do?op=set:a:changed&op=del:b&op=flash:hi&op=pop_flash",
         headers=legacy_header(cookie),
@@ -390,7 +392,7 @@ def test_legacy_flash_messages_are_popped_like_any_others(
     data = {"_f_": ["one", "two"], "k": "v"}
     store_legacy(server, LEGACY_KEY, one_x_envelope(data), 600)
     testapp = app()
-    cookie = one_x_cookie(pickle.dumps(LEGACY_KEY), SECRET)
+    cookie = LEGACY_COOKIE
     res = testapp.get("/do?op=pop_flash&op=keys", headers=legacy_header(cookie))
     assert results(res) == [["one", "two"], ["k"]]
     assert results(testapp.get("/do?op=pop_flash")) == [[]]
@@ -412,7 +414,7 @@ def test_invalidating_a_legacy_session_deletes_the_old_key(
     commands: list[list[str]],
 ) -> None:
     store_legacy(server, LEGACY_KEY, one_x_envelope({"user": "ann"}), 600)
-    cookie = one_x_cookie(pickle.dumps(LEGACY_KEY), SECRET)
+    cookie = LEGACY_COOKIE
     res = app().get(f"/do?{ops}", headers=legacy_header(cookie))
     assert keys(server) == []
     assert round_trips.commands == commands
@@ -423,7 +425,7 @@ def test_legacy_session_past_the_absolute_timeout_is_gone(
     app: Callable[..., webtest.TestApp], server: BaseServer
 ) -> None:
     store_legacy(server, LEGACY_KEY, one_x_envelope({"user": "ann"}), 600)
-    cookie = one_x_cookie(pickle.dumps(LEGACY_KEY), SECRET)
+    cookie = LEGACY_COOKIE
     res = app(absolute_timeout=30).get(
         "/do?op=keys&op=new", headers=legacy_header(cookie)
     )
@@ -435,7 +437,7 @@ def test_a_failed_request_without_cookie_on_exception_keeps_the_old_key(
     app: Callable[..., webtest.TestApp], server: BaseServer
 ) -> None:
     store_legacy(server, LEGACY_KEY, one_x_envelope({"user": "ann"}), 600)
-    cookie = one_x_cookie(pickle.dumps(LEGACY_KEY), SECRET)
+    cookie = LEGACY_COOKIE
     testapp = app(cookie_on_exception=False)
     res = testapp.get("/boom?op=get:user", headers=legacy_header(cookie), status=500)
     assert "Set-Cookie" not in res.headers
@@ -450,7 +452,7 @@ def test_legacy_values_are_read_with_the_deserialize_setting(
 ) -> None:
     raw = b"LEGACY" + one_x_envelope({"k": "v"})
     store_legacy(server, LEGACY_KEY, raw, 600)
-    cookie = one_x_cookie(pickle.dumps(LEGACY_KEY), SECRET)
+    cookie = LEGACY_COOKIE
     testapp = app(serialize=prefixed_dumps, deserialize=prefixed_loads)
     res = testapp.get("/do?op=get:k", headers=legacy_header(cookie))
     assert results(res) == ["v"]
@@ -472,7 +474,7 @@ def test_a_value_the_serializer_cannot_store_is_a_bad_value_not_a_500(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store_legacy(server, LEGACY_KEY, one_x_envelope({"s": {1, 2}}), 600)
-    cookie = one_x_cookie(pickle.dumps(LEGACY_KEY), SECRET)
+    cookie = LEGACY_COOKIE
     with caplog.at_level(logging.WARNING, "pyramid_redis_sessions"):
         res = app(serializer="json").get(
             "/do?op=keys", headers=legacy_header(cookie), status=200
