@@ -102,28 +102,24 @@ Run 'psessions CONFIG_URI COMMAND --help' for a command's options.
 """
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number from 1, got {text!r}"
-        )
-    return value
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number from ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {minimum}, got {text!r}"
+            )
+        return value
+
+    return parse
 
 
-def _natural(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number from 0, got {text!r}"
-        )
-    return value
+_positive, _natural = _whole_number(1), _whole_number(0)
 
 
 def build_parser() -> argparse.ArgumentParser:

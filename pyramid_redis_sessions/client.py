@@ -119,10 +119,8 @@ def check_connection_options(options: Mapping[str, Any]) -> None:
     no sense. ``options`` holds coerced values; absent names count as unset.
     """
     given = {name for name, value in options.items() if _is_set(value)}
-    if options.get("db"):
-        given.add("db")
-    else:
-        given.discard("db")
+    if not options.get("db"):
+        given.discard("db")  # database 0, the default, clashes with nothing
     url = options.get("url") or ""
     scheme = url.partition("://")[0].lower() if url else ""
 
