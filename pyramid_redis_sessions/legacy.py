@@ -80,6 +80,7 @@ from webob.cookies import SignedSerializer
 
 from .cookies import MAX_COOKIE_SIZE
 from .exceptions import BadLegacyValue
+from .values import MAX_SECONDS, BadValue, parse_created
 
 __all__ = [
     "BadLegacyValue",
@@ -344,7 +345,10 @@ def _created(created: Any) -> float:
         or created < 0
     ):
         raise BadLegacyValue(f"created is a {type(created).__name__}, not a time")
-    return float(created)
+    try:  # a time the new format can store (repr() in digits)
+        return parse_created(repr(float(created)).encode())
+    except BadValue:
+        raise BadLegacyValue("created is out of range") from None
 
 
 def _timeout(timeout: Any) -> int | None:
@@ -354,6 +358,8 @@ def _timeout(timeout: Any) -> int | None:
         raise BadLegacyValue(
             f"timeout is a {type(timeout).__name__}, not whole seconds"
         )
+    if timeout > MAX_SECONDS:
+        raise BadLegacyValue(f"timeout is over {MAX_SECONDS} seconds")
     return timeout or None
 
 

@@ -62,6 +62,7 @@ from .users import IndexChanges, UserSessions, details_payload, user_payload
 from .values import (
     CREATED,
     FLASH,
+    MAX_SECONDS,
     RESERVED,
     TIMEOUT,
     USER,
@@ -72,6 +73,8 @@ from .values import (
     field_name,
     flash_queue,
     key_name,
+    parse_created,
+    parse_timeout,
 )
 
 __all__ = ["RedisSession", "SessionFactory"]
@@ -191,13 +194,6 @@ def _flash_field(queue: str) -> bytes:
         secrets.token_hex(4).encode(),
         field_name(queue),
     )
-
-
-def _number(payload: bytes) -> float:
-    try:
-        return float(payload)
-    except ValueError:
-        raise BadValue("a reserved field is not a number") from None
 
 
 @implementer(ISession)
@@ -324,9 +320,9 @@ class RedisSession:
             if field.startswith(FLASH):
                 flash[field] = payload
             elif field == CREATED:
-                created = _number(payload)
+                created = parse_created(payload)
             elif field == TIMEOUT:
-                timeout = int(_number(payload))
+                timeout = parse_timeout(payload)
             elif field == USER:
                 user = key_name(payload)
             elif field == USER_DETAILS:
@@ -884,9 +880,12 @@ class RedisSession:
         if timeout_seconds is not None and (
             not isinstance(timeout_seconds, int)
             or isinstance(timeout_seconds, bool)
-            or timeout_seconds < 0
+            or not 0 <= timeout_seconds <= MAX_SECONDS
         ):
-            raise ValueError("timeout_seconds must be a whole number >= 0 or None")
+            raise ValueError(
+                f"timeout_seconds must be a whole number from 0 to {MAX_SECONDS}, "
+                "or None"
+            )
         self._load()
         self._timeout = timeout_seconds or None
         self._own_timeout = self._timeout_changed = self._dirty = True

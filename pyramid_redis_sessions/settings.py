@@ -22,6 +22,7 @@ from redis.connection import parse_url
 
 from .exceptions import ConfigurationError
 from .serializers import Serializer, builtin_serializers
+from .values import MAX_SECONDS
 
 __all__ = [
     "DEPRECATED",
@@ -114,9 +115,11 @@ def _expiry(value: Any) -> int | None:
     if _is_none(value):
         return None
     try:
-        seconds = _int(value, 0)
+        seconds = _int(value, 0, MAX_SECONDS)
     except ValueError:
-        raise ValueError("a whole number of seconds, or 0/none for no expiry") from None
+        raise ValueError(
+            f"a whole number of seconds up to {MAX_SECONDS}, or 0/none for no expiry"
+        ) from None
     return seconds or None
 
 

@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import logging
 import pickle
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import webtest
+from pyramid.interfaces import ISessionFactory
 
-from pyramid_redis_sessions import RedisSessionFactory
-from pyramid_redis_sessions.values import CREATED
+from pyramid_redis_sessions import RedisSessionFactory, SessionFactory
+from pyramid_redis_sessions.values import (
+    CREATED,
+    TIMEOUT,
+    BadValue,
+    parse_created,
+    parse_timeout,
+)
 from tests.app import factory, make_app, results
 from tests.servers import BaseServer, RoundTripCounter
 from tests.stored import evil_pickle, fields, seal
@@ -235,3 +243,121 @@ def test_a_field_that_verifies_is_used_as_is(
     server.client().hset(key, b"b", seal(session_id, b"b", pickle.dumps("2")))
     assert results(testapp.get("/do?op=get:a&op=get:b")) == ["1", "2"]
     assert set(fields(server, key)) == {CREATED, b"a", b"b"}
+
+
+# -- reserved numbers written without the secret --------------------------------
+
+#: Stored numbers the application never writes: each once made the load
+#: script's EXPIRE fail (a 500 on every request of the session), delete the
+#: key, drop its expiry, or went unchecked to the client.
+FORGED_TIMEOUTS = [
+    b"1.5",
+    b"1e20",
+    b"inf",
+    b"nan",
+    b"abc",
+    b"-5",
+    b"9" * 400,
+    b"10000000001",  # one over values.MAX_SECONDS
+    b"05",
+    b"",
+]
+FORGED_CREATED = [
+    b"1e20",
+    b"inf",
+    b"nan",
+    b"abc",
+    b"-5",
+    b"9" * 400,
+    b"1733352540",  # str(int), not repr(float)
+    b"",
+]
+#: How the forged payload is laid out: sealed with the secret (what only
+#: the application, or someone with its secret, writes), with a tag of the
+#: right shape that does not verify, or bare.
+SHAPES: dict[str, Callable[[str, bytes, bytes], bytes]] = {
+    "sealed": lambda sid, field, payload: seal(sid, field, payload),
+    "wrong tag": lambda sid, field, payload: b"\x02" + b"\x5a" * 16 + payload,
+    "bare": lambda sid, field, payload: payload,
+}
+
+
+def _forged_number_cases() -> list[Any]:
+    return [
+        pytest.param(field, payload, shape, id=f"{name}={payload[:12]!r}-{shape}")
+        for field, name, payloads in (
+            (TIMEOUT, "timeout", FORGED_TIMEOUTS),
+            (CREATED, "created", FORGED_CREATED),
+        )
+        for payload in payloads
+        for shape in SHAPES
+    ]
+
+
+@pytest.mark.parametrize("absolute_timeout", [None, 3600], ids=["sliding", "absolute"])
+@pytest.mark.parametrize(("field", "payload", "shape"), _forged_number_cases())
+def test_forged_reserved_number_is_a_bad_value_not_a_500(
+    app: App,
+    server: BaseServer,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    field: bytes,
+    payload: bytes,
+    shape: str,
+    absolute_timeout: int | None,
+) -> None:
+    testapp = app(absolute_timeout=absolute_timeout)
+    session_id = results(testapp.get("/do?op=set:a:1&op=id"))[1]
+    key = prefix + session_id
+    client = server.client()
+    value = SHAPES[shape](session_id, field, payload)
+    client.hset(key, field, value)
+    client.expire(key, 500)
+    # The load script hands the fields over, and leaves the expiry alone
+    # unless what it reads as the number (after a header's 17 bytes) is in
+    # the application's form: then it is bounded, and slides as usual.
+    made: SessionFactory = testapp.app.registry.queryUtility(ISessionFactory)
+    assert made.store is not None
+    stored = made.store.load(
+        session_id, made.timeout, made.absolute_timeout, time.time()
+    )
+    assert stored[field] == value
+    try:
+        (parse_created if field == CREATED else parse_timeout)(value[17:])
+    except BadValue:
+        assert 400 < client.ttl(key) <= 500, "the expiry is untouched"
+    else:
+        assert 0 < client.ttl(key) <= 10**10
+    # The application rejects the session.
+    _assert_fresh_and_logged(testapp, server, prefix, session_id, caplog)
+
+
+@pytest.mark.parametrize("absolute_timeout", [None, 3600], ids=["sliding", "absolute"])
+@pytest.mark.parametrize(
+    ("field", "payload"),
+    [(TIMEOUT, b"0"), (TIMEOUT, b"300"), (TIMEOUT, b"10000000000"), (CREATED, b"")],
+    ids=["timeout=0", "timeout=300", "timeout=max", "created=now"],
+)
+def test_reserved_numbers_as_the_application_writes_them_load(
+    app: App,
+    server: BaseServer,
+    prefix: str,
+    field: bytes,
+    payload: bytes,
+    absolute_timeout: int | None,
+) -> None:
+    """Control for the test above: the forms the application writes slide
+    the expiry and load."""
+    testapp = app(absolute_timeout=absolute_timeout)
+    session_id = results(testapp.get("/do?op=set:a:1&op=id"))[1]
+    key = prefix + session_id
+    client = server.client()
+    payload = payload or repr(time.time()).encode()
+    client.hset(key, field, seal(session_id, field, payload))
+    client.expire(key, 5)
+    assert results(testapp.get("/do?op=get:a&op=new")) == ["1", False]
+    ttl = client.ttl(key)
+    expected = {b"0": -1, b"300": 300, b"10000000000": 10**10}.get(payload, 1200)
+    if absolute_timeout is not None and (expected < 0 or expected > 3600):
+        expected = 3600
+    assert expected - 5 < ttl <= expected

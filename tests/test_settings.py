@@ -141,6 +141,8 @@ def test_serialize_and_deserialize_pair() -> None:
     [
         ("timeout", "twenty", "seconds"),
         ("timeout", "-5", "seconds"),
+        ("timeout", "10000000001", "seconds up to 10000000000"),
+        ("absolute_timeout", "1e20", "seconds up to 10000000000"),
         ("cookie_max_age", "soon", "seconds"),
         ("cookie_secure", "maybe", "true or false"),
         ("cookie_samesite", "sometimes", "Lax, Strict, None"),
