@@ -20,10 +20,10 @@ A request reads top to bottom:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
-import pickle
 import secrets
 import threading
 import time
@@ -55,7 +55,7 @@ from .events import (
 )
 from .exceptions import BadLegacyValue, SessionStoreError, SessionStoreUnavailable
 from .handles import Handles
-from .legacy import LegacyCookie, LegacySession, decode_value
+from .legacy import LegacyCookie, LegacySession, RestrictedLoads, decode_value
 from .serializers import Serializer
 from .store import RedisStore
 from .users import IndexChanges, UserSessions, details_payload, user_payload
@@ -130,11 +130,15 @@ class SessionFactory:
     client_callable: Callable[..., redis.Redis] | None
     redis_options: dict[str, Any]
     #: Reads the values of legacy sessions (1.x's ``deserialize``).
-    legacy_loads: Callable[[bytes], Any] = pickle.loads
+    legacy_loads: Callable[[bytes], Any] = dataclasses.field(
+        default_factory=RestrictedLoads
+    )
     #: The session key that names the user (the ``user_key`` option).
     user_key: str | None = None
     #: Names sessions for people without their ids (:mod:`.handles`).
     handles: Handles
+    #: The most bytes a session may take in Redis (``None``: no limit).
+    max_session_size: int | None = None
 
     def __call__(self, request: Request) -> RedisSession:
         return RedisSession(request, self)
