@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 import webtest
 from pyramid.interfaces import ISessionFactory
+from pyramid.request import Request
 
 from pyramid_redis_sessions import RedisSessionFactory, SessionFactory
+from pyramid_redis_sessions.cookies import log_invalid_cookie
 from pyramid_redis_sessions.values import (
     CREATED,
     TIMEOUT,
@@ -64,7 +66,7 @@ def test_bad_cookie_is_a_fresh_session_without_redis(
     )
     assert results(res) == [None, True]
     assert round_trips.count == 0
-    assert "Max-Age=0" in res.headers["Set-Cookie"]
+    assert "Set-Cookie" not in res.headers, "a cookie that is not ours stays"
 
 
 def test_cookie_signed_with_another_secret_is_ignored(
@@ -80,18 +82,26 @@ def test_cookie_signed_with_another_secret_is_ignored(
     assert round_trips.count == 0  # the signature, not Redis, turned it away
 
 
+@pytest.mark.parametrize(
+    "header", ['session="\xe9\xff"', 'o="\xe9\xff"; session=x', 'session=x; o="\xe9"']
+)
 def test_latin1_cookie_header_that_webob_cannot_decode(
-    app: App, round_trips: RoundTripCounter, caplog: pytest.LogCaptureFixture
+    app: App,
+    round_trips: RoundTripCounter,
+    caplog: pytest.LogCaptureFixture,
+    header: str,
 ) -> None:
+    with pytest.raises(UnicodeDecodeError):  # WebOb's own parsing
+        Request.blank("/", environ={"HTTP_COOKIE": header}).cookies.get("session")
     testapp = app()
+    log_invalid_cookie.reset()
     with caplog.at_level(logging.WARNING):
         res = testapp.get(
-            "/do?op=get:a&op=set:b:2",
-            extra_environ={"HTTP_COOKIE": 'session="\xe9\xff"'},
+            "/do?op=get:a&op=set:b:2", extra_environ={"HTTP_COOKIE": header}
         )
     assert results(res) == [None, None]
     assert round_trips.commands == [["EVALSHA"]]  # a new session is created
-    assert "could not be parsed" in caplog.text
+    assert "session cookie is not valid" in caplog.text
 
 
 def _assert_fresh_and_logged(
@@ -361,3 +371,70 @@ def test_reserved_numbers_as_the_application_writes_them_load(
     if absolute_timeout is not None and (expected < 0 or expected > 3600):
         expected = 3600
     assert expected - 5 < ttl <= expected
+
+
+# -- several session cookies (cookie tossing) ------------------------------------
+
+
+@pytest.mark.parametrize("order", ["planted first", "planted last"])
+@pytest.mark.parametrize("planted", ["garbage!!", "", "tampered"])
+def test_a_planted_cookie_beside_the_valid_one_changes_nothing(
+    app: App,
+    server: BaseServer,
+    prefix: str,
+    round_trips: RoundTripCounter,
+    order: str,
+    planted: str,
+) -> None:
+    testapp = app()
+    session_id = results(testapp.get("/do?op=set:a:1&op=id"))[1]
+    mine = testapp.cookies["session"]
+    testapp.cookiejar.clear()
+    if planted == "tampered":
+        planted = _flip(valid_cookie(app()))
+        testapp.cookiejar.clear()
+    pair = [f"session={planted}", f"session={mine}"]
+    header = "; ".join(pair if order == "planted first" else pair[::-1])
+    round_trips.reset()
+    res = testapp.get("/do?op=get:a&op=new&op=id", headers={"Cookie": header})
+    assert results(res) == ["1", False, session_id]
+    assert "Set-Cookie" not in res.headers, "no deletion, no new cookie"
+    assert round_trips.count == 1
+    # A write goes to the same session, and still sets no cookie.
+    res = testapp.get("/do?op=set:b:2&op=id", headers={"Cookie": header})
+    assert results(res)[1] == session_id and "Set-Cookie" not in res.headers
+    assert server.client().exists(prefix + session_id)
+
+
+def test_a_planted_valid_cookie_after_the_users_one_is_not_used(
+    app: App, server: BaseServer, prefix: str
+) -> None:
+    """Two cookies that verify (one planted by a sibling subdomain for a
+    session its owner made): the first one the browser sends is used, as the
+    browser sends the more specific, or older, cookie first."""
+    testapp = app()
+    mine = results(testapp.get("/do?op=set:who:me&op=id"))[1]
+    my_cookie = testapp.cookies["session"]
+    other = app()
+    results(other.get("/do?op=set:who:attacker"))
+    theirs = other.cookies["session"]
+    testapp.cookiejar.clear()
+    header = f"session={my_cookie}; session={theirs}"
+    res = testapp.get("/do?op=get:who&op=id", headers={"Cookie": header})
+    assert results(res) == ["me", mine]
+    assert "Set-Cookie" not in res.headers
+
+
+def test_a_verified_cookie_whose_session_is_gone_is_still_cleared(
+    app: App, server: BaseServer, prefix: str
+) -> None:
+    testapp = app()
+    session_id = results(testapp.get("/do?op=set:a:1&op=id"))[1]
+    mine = testapp.cookies["session"]
+    testapp.cookiejar.clear()
+    server.client().delete(prefix + session_id)
+    res = testapp.get(
+        "/do?op=get:a&op=new", headers={"Cookie": f"session=planted; session={mine}"}
+    )
+    assert results(res) == [None, True]
+    assert "Max-Age=0" in res.headers["Set-Cookie"]

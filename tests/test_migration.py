@@ -220,7 +220,7 @@ def test_signed_one_x_cookie_naming_a_global_runs_nothing(
         assert results(res) == [[], True]
         assert not target.exists()
         assert round_trips.count == 0
-        assert any("Max-Age=0" in h for h in res.headers.getall("Set-Cookie"))
+        assert "Set-Cookie" not in res.headers  # a refused cookie is not ours
     assert keys(server) == []
 
 
@@ -243,7 +243,7 @@ def test_legacy_cookies_off_treats_them_as_invalid_cookies(
         True,
     ]
     assert app.round_trips.count == 0
-    assert app.cleared_cookie()
+    assert not app.cleared_cookie()  # not ours any more: left alone
     assert keys(server) == [case["redis_key"]]
 
 
