@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import logging
 import math
+import reprlib
 import secrets
 import threading
 import time
@@ -53,7 +54,12 @@ from .events import (
     StoreUnavailable,
     key_digest,
 )
-from .exceptions import BadLegacyValue, SessionStoreError, SessionStoreUnavailable
+from .exceptions import (
+    BadLegacyValue,
+    SessionStoreError,
+    SessionStoreUnavailable,
+    SessionTooLarge,
+)
 from .handles import Handles
 from .legacy import LegacyCookie, LegacySession, RestrictedLoads, decode_value
 from .serializers import Serializer
@@ -62,6 +68,7 @@ from .users import IndexChanges, UserSessions, details_payload, user_payload
 from .values import (
     CREATED,
     FLASH,
+    HEADER_SIZE,
     MAX_SECONDS,
     RESERVED,
     TIMEOUT,
@@ -200,6 +207,26 @@ def _flash_field(queue: str) -> bytes:
     )
 
 
+def _largest(sizes: dict[bytes, int], count: int = 3) -> list[tuple[str, int]]:
+    """The ``count`` largest session keys (a flash queue counts as one) and
+    the bytes each takes (its field's name and value), for
+    :class:`SessionTooLarge`'s message."""
+    totals: dict[str, int] = {}
+    for field, size in sizes.items():
+        if field.startswith(FLASH):
+            name = f"flash queue {_name_repr.repr(flash_queue(field))}"
+        elif field[:1] == RESERVED:
+            name = field[1:].decode("ascii", "replace")
+        else:
+            name = _name_repr.repr(key_name(field))
+        totals[name] = totals.get(name, 0) + len(field) + size
+    return sorted(totals.items(), key=lambda item: -item[1])[:count]
+
+
+_name_repr = reprlib.Repr()
+_name_repr.maxstring = 60
+
+
 @implementer(ISession)
 class RedisSession:
     """``request.session``: a dict kept in Redis.
@@ -235,6 +262,11 @@ class RedisSession:
         self._data: dict[str, Any] = {}
         #: Payloads of the fields as loaded, by session key.
         self._loaded_payloads: dict[str, bytes] = {}
+        #: The hash as loaded, field to stored value: their sizes are what
+        #: the session takes in Redis before this request's save.
+        self._stored_fields: dict[bytes, bytes] = {}
+        #: ``_check_size``'s delta, which ``_delta`` then returns once.
+        self._checked_delta: tuple[dict[bytes, bytes], list[bytes]] | None = None
         #: Keys this request assigned or deleted: always part of the delta.
         self._touched: set[str] = set()
         #: Loaded keys deserialized by this request: they may change in place.
@@ -337,6 +369,7 @@ class RedisSession:
             raise BadValue("the session has no creation time")
         self._data = data
         self._loaded_payloads = user_payloads
+        self._stored_fields = stored
         self._flash_payloads = flash
         self._later_payloads = later
         self._reseal = reseal
@@ -533,6 +566,48 @@ class RedisSession:
             ttl = self._legacy_ttl if ttl is None else min(ttl, self._legacy_ttl)
         return ttl
 
+    # -- the size limit --------------------------------------------------
+
+    def _check_size(self) -> None:
+        """:class:`SessionTooLarge` if this request's save would make the
+        session take more than ``max_session_size`` bytes in Redis (field
+        names and stored values). Called once, before anything is written;
+        costs nothing unless the save writes: the stored sizes are those of
+        the hash as loaded, and the delta it works out is the one the save
+        then uses."""
+        limit = self._factory.max_session_size
+        if limit is None:
+            return
+        if self._stored_id is None:
+            if not self._dirty:
+                return
+            pairs = iter(self._all_fields(self._seal_for(self.session_id)))
+            sizes = {f: len(v) for f, v in zip(pairs, pairs, strict=True)}
+        else:
+            changes, deleted = self._checked_delta = self._delta()
+            added, removed = dict(changes), list(deleted)
+            user, details = self._binding()
+            if (user, details) != (self._user, self._user_details):
+                # What _rebind adds to the delta.
+                if user is None:
+                    removed += [USER, USER_DETAILS]
+                else:
+                    added[USER] = user_payload(user)
+                    if details is not None:
+                        added[USER_DETAILS] = details
+                    elif self._user_details is not None:
+                        removed.append(USER_DETAILS)
+            if not added:
+                return  # nothing grows
+            sizes = {field: len(value) for field, value in self._stored_fields.items()}
+            for field in removed:
+                sizes.pop(field, None)
+            for field, payload in added.items():
+                sizes[field] = HEADER_SIZE + len(payload)
+        size = sum(map(len, sizes)) + sum(sizes.values())
+        if size > limit:
+            raise SessionTooLarge(size, limit, _largest(sizes))
+
     # -- saving ----------------------------------------------------------
 
     def _finish(self, request: Request, response: Response) -> None:
@@ -592,6 +667,7 @@ class RedisSession:
         Returns the id of the session that lives in Redis afterwards,
         ``None``, or ``_ENDED`` when the session ended while the request ran.
         """
+        self._check_size()
         if self._stored_id is None:
             if self._dirty:
                 return self._create()  # deletes what is doomed, in its round trip
@@ -712,6 +788,9 @@ class RedisSession:
     def _delta(self) -> tuple[dict[bytes, bytes], list[bytes]]:
         """Payloads of the fields to set, and the fields to delete. Only keys
         this request wrote or deserialized can have changed."""
+        if self._checked_delta is not None:  # worked out by _check_size
+            delta, self._checked_delta = self._checked_delta, None
+            return delta
         dumps = self._factory.serializer.dumps
         loaded = self._loaded_payloads
         changes: dict[bytes, bytes] = {}
