@@ -438,3 +438,31 @@ def test_a_verified_cookie_whose_session_is_gone_is_still_cleared(
     )
     assert results(res) == [None, True]
     assert "Max-Age=0" in res.headers["Set-Cookie"]
+
+
+@pytest.mark.parametrize(
+    ("field", "payload"),
+    [
+        (TIMEOUT, b"0"),
+        (TIMEOUT, b"10000000000"),
+        (CREATED, repr(time.time() + 10**8).encode()),
+    ],
+    ids=["timeout=0", "timeout=max", "created=future"],
+)
+def test_a_reserved_number_in_the_right_form_without_the_secret_is_refused(
+    app: App,
+    server: BaseServer,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    field: bytes,
+    payload: bytes,
+) -> None:
+    """Reserved fields are MAC-checked like every other before the session
+    uses them: no unsigned number from Redis lengthens a session. (One that
+    puts it past its deadline ends it in the load script, as a ``DEL`` by
+    the same writer would.)"""
+    testapp = app(absolute_timeout=3600)
+    session_id = results(testapp.get("/do?op=set:a:1&op=id"))[1]
+    forged = seal(session_id, field, payload, secret="not-it")
+    server.client().hset(prefix + session_id, field, forged)
+    _assert_fresh_and_logged(testapp, server, prefix, session_id, caplog)
