@@ -92,6 +92,7 @@ from .exceptions import BadLegacyValue
 from .values import MAX_SECONDS, BadValue, parse_created
 
 __all__ = [
+    "SAFE_GLOBALS",
     "BadLegacyValue",
     "LegacyCookie",
     "LegacyCookies",
