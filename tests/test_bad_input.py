@@ -310,6 +310,7 @@ def test_forged_reserved_number_is_a_bad_value_not_a_500(
     app: App,
     server: BaseServer,
     prefix: str,
+    round_trips: RoundTripCounter,
     caplog: pytest.LogCaptureFixture,
     field: bytes,
     payload: bytes,
@@ -338,8 +339,11 @@ def test_forged_reserved_number_is_a_bad_value_not_a_500(
         assert 400 < client.ttl(key) <= 500, "the expiry is untouched"
     else:
         assert 0 < client.ttl(key) <= 10**10
-    # The application rejects the session.
+    # The application rejects the session: the load, the bad key's DEL, and
+    # the next request's write of a fresh session.
+    round_trips.reset()
     _assert_fresh_and_logged(testapp, server, prefix, session_id, caplog)
+    assert round_trips.commands == [["EVALSHA"], ["DEL"], ["EVALSHA"]]
 
 
 @pytest.mark.parametrize("absolute_timeout", [None, 3600], ids=["sliding", "absolute"])
