@@ -275,16 +275,29 @@ class _AllowListUnpickler(pickle.Unpickler):
 class RestrictedLoads:
     """``loads`` for legacy values: a pickle that may name only
     :data:`SAFE_GLOBALS` and the classes in ``allow`` (the
-    ``legacy_pickle_allow`` setting, resolved), each under its own module
-    and qualified name as pickle writes it. Any other global raises
+    ``legacy_pickle_allow`` setting, resolved). Any other global raises
     :class:`RefusedGlobal` before anything is called.
+
+    Each class of ``allow`` is allowed under its own module and qualified
+    name, as pickle writes it today; a ``(dotted_name, class)`` pair is also
+    allowed under that name (``module.Class`` or ``module:Class``), which
+    old pickles may use for a class that has moved since and is still
+    imported there.
 
     .. versionadded:: 2.0
     """
 
-    def __init__(self, allow: Iterable[type] = ()) -> None:
+    def __init__(self, allow: Iterable[type | tuple[str, type]] = ()) -> None:
         allowed = dict(SAFE_GLOBALS)
-        for cls in allow:
+        for entry in allow:
+            if isinstance(entry, tuple):
+                name, cls = entry
+                module, sep, attr = name.partition(":")
+                if not sep:
+                    module, _, attr = name.rpartition(".")
+                allowed[module, attr] = cls
+            else:
+                cls = entry
             allowed[cls.__module__, cls.__qualname__] = cls
         self._allowed = allowed
 

@@ -257,15 +257,16 @@ def _serializer(value: Any) -> Serializer | None:
     return obj
 
 
-def _classes(value: Any) -> list[type]:
+def _classes(value: Any) -> list[type | tuple[str, type]]:
     """Classes, or the dotted names of classes (``module.Class`` or
-    ``module:Class``), separated by spaces or newlines."""
+    ``module:Class``), separated by spaces or newlines; a name is kept with
+    its class (as ``(name, class)``)."""
     entries = aslist(value) if isinstance(value, str) else value
     if entries is None:
         return []
     if not isinstance(entries, (list, tuple)):
         raise ValueError("a list of classes or of their dotted names")
-    classes = []
+    classes: list[type | tuple[str, type]] = []
     for entry in entries:
         try:
             cls = _resolve(entry)
@@ -275,7 +276,7 @@ def _classes(value: Any) -> list[type]:
             ) from None
         if not isinstance(cls, type):
             raise ValueError(f"dotted names of classes; {entry!r} is not a class")
-        classes.append(cls)
+        classes.append((entry, cls) if isinstance(entry, str) else cls)
     return classes
 
 

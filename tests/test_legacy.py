@@ -467,6 +467,9 @@ class Basket:
         return type(other) is Basket and other.items == self.items
 
 
+#: Where Basket was before it moved, as old pickles name it.
+MovedBasket = Basket
+
 #: Values of every type legacy pickles may hold without legacy_pickle_allow.
 SAFE_VALUES = [
     {"a": 1},
@@ -584,6 +587,17 @@ class TestRestrictedLoads:
             decode_value(LegacyKind.SESSION_REDIS, raw)
         session = decode_value(LegacyKind.SESSION_REDIS, raw, RestrictedLoads([Basket]))
         assert session.data == {"b": Basket(["x"])}
+
+    def test_a_class_allowed_by_its_old_name_loads_from_old_pickles(self) -> None:
+        """A class that moved since (and is still importable under its old
+        name) is allowed under the name the setting gives, as old pickles
+        spell it."""
+        raw = pickle.dumps(Basket(["x"]), 0).replace(b"\nBasket\n", b"\nMovedBasket\n")
+        assert b"MovedBasket" in raw
+        with pytest.raises(RefusedGlobal, match="MovedBasket"):
+            RestrictedLoads([Basket])(raw)
+        for name in ("tests.test_legacy.MovedBasket", "tests.test_legacy:MovedBasket"):
+            assert RestrictedLoads([(name, Basket)])(raw) == Basket(["x"])
 
     def test_the_fixtures_name_only_safe_globals(self) -> None:
         """What the recorded values need is what is allowed by default."""
