@@ -168,8 +168,8 @@ class Context:
         if not self.default_server:
             return ""
         return (
-            f"{self.server} is the default server: {self.config_uri} sets no "
-            f"{PREFIX}url (is the application's Redis elsewhere?)"
+            f"{self.server} is the default server: no {PREFIX}url in "
+            f"{self.config_uri} (is the application's Redis elsewhere?)"
         )
 
     def warn_if_default_server(self) -> None:
