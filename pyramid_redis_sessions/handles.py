@@ -3,8 +3,8 @@
 A session id is a bearer secret: whoever holds it holds the session. Places
 that must name a session to a person (the ``psessions`` command's list of
 the largest sessions, a user's list of their own sessions) show its handle
-instead, and ``psessions show`` and ``end`` accept it: 32 hex digits (128 bits) of an HMAC of the id, keyed from
-``secret``::
+instead, and ``psessions show`` and ``end`` accept it: 32 hex digits (128
+bits) of an HMAC of the id, keyed from ``secret``::
 
     key    = HMAC-SHA256(secret.encode("utf-8"), b"pyramid_redis_sessions.handle")
     handle = HMAC-SHA256(key, session_id.encode("utf-8")).hexdigest()[:32]

@@ -47,6 +47,8 @@ from tests.topologies import ClusterTopology
 cluster, ini, wire = test_cli.cluster, test_cli.ini, test_cli.wire
 
 NO_SUCH_HANDLE = "0" * 32
+#: What redis-py sends by itself on a new connection.
+HANDSHAKE = {b"HELLO", b"CLIENT", b"SELECT", b"AUTH"}
 
 
 class Terminal(io.StringIO):
@@ -150,11 +152,19 @@ def test_end_by_id_or_cookie_of_an_unbound_session(
     ini: Callable[..., str],
     server: BaseServer,
     prefix: str,
+    wire: Wire,
 ) -> None:
     ids = fill(server.client(), prefix, 3)
     path = ini()
+    wire.sent.clear()
     result = run(capsys, path, "end", ids[0], "--yes", "--json")
     assert result.code == 0, result.err
+    trips = [
+        [command[0].upper() for command in sent.commands]
+        for sent in wire.sent
+        if sent.commands[0][0].upper() not in HANDSHAKE
+    ]
+    assert trips == [[b"TYPE", b"TTL", b"HGETALL"], [b"DEL"]]  # read, then end
     assert json.loads(result.out) == {
         "ended": {"handle": HANDLES(ids[0]), "kind": "session", "user": None}
     }
