@@ -258,7 +258,7 @@ class Command:
         if isinstance(argv, argparse.Namespace):
             self.args = argv
         else:
-            prog = f"{PROG} CONFIG_URI {self.name}"
+            prog = os.path.basename(argv[0]) if argv else f"{PROG}-{self.name}"
             parser = Parser(
                 prog=prog,
                 description=self.description,

@@ -70,8 +70,9 @@ class EndCommand(Command):
             self._confirm(ctx, found, kind, user)
         if found.legacy is not None:
             ctx.store.delete(found.legacy.redis_key)
-        elif user is not None:
-            assert found.session_id is not None
+            return self._ended(ctx, found, kind, user)
+        assert found.session_id is not None
+        if user is not None:
             sessions = UserSessions.from_store(ctx.factory, ctx.store)
             if not sessions.end_session(user, found.session_id):
                 raise Fail(
@@ -79,7 +80,10 @@ class EndCommand(Command):
                     f"{user!r}, before it could be ended"
                 )
         else:
-            ctx.store.delete(ctx.factory.prefix + (found.session_id or ""))
+            ctx.store.delete(ctx.store.key(found.session_id))
+        return self._ended(ctx, found, kind, user)
+
+    def _ended(self, ctx: Context, found: Located, kind: str, user: str | None) -> int:
         if self.args.json:
             ended = {"handle": found.handle, "kind": kind, "user": user}
             self.out(json.dumps({"ended": ended}) + "\n")
