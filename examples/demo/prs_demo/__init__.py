@@ -14,7 +14,7 @@ from pyramid.events import NewResponse
 from pyramid.router import Router
 
 from . import inspector, views
-from .embedded import start_valkey
+from .embedded import EMBEDDED_PORT, EMBEDDED_URL, start_valkey
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +22,18 @@ log = logging.getLogger(__name__)
 def main(global_config: dict[str, Any], **settings: Any) -> Router:
     """Return the demo's WSGI application.
 
-    ``settings`` are the ``[app:main]`` lines of the ini file. Without a
-    ``redis.sessions.url``, an embedded Valkey server is started for the
-    life of the process and used instead.
+    ``settings`` are the ``[app:main]`` lines of the ini file. With the
+    ``redis.sessions.url`` of development.ini (``EMBEDDED_URL``), or none,
+    an embedded Valkey server is started there (or on a free port) for the
+    life of the process and used.
     """
     valkey = None
-    if not settings.get("redis.sessions.url"):
-        valkey = start_valkey()
+    url = settings.get("redis.sessions.url")
+    if not url or url == EMBEDDED_URL:
+        valkey = start_valkey(EMBEDDED_PORT if url else None)
         settings["redis.sessions.url"] = f"{valkey.connection_url}/0"
         log.info(
-            "No redis.sessions.url configured: started an embedded Valkey at %s "
+            "Started an embedded Valkey at %s "
             "(its sessions are lost when the demo stops)",
             settings["redis.sessions.url"],
         )

