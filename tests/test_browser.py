@@ -6,7 +6,8 @@ browsers (two Chromium processes, each with its own profile and cookies)
 log in as the same user; one sees both in "Your sessions" and ends the
 other, which is then logged out; the toolbar's "Redis session" tab shows
 one round trip for a read. The screenshots in the docs are taken here
-(``PRS_SCREENSHOTS=docs/_static``).
+(``PRS_SCREENSHOTS=docs/_static``): the page after "Add one", "Your
+sessions", and the toolbar's panel.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs
 them; see docs/contributing.rst). Selenium is pointed at
@@ -39,7 +40,7 @@ FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1100,760",
+    "--window-size=1100,900",
 ]
 
 
@@ -142,6 +143,10 @@ def test_two_browsers_one_ends_the_other_and_the_panel_counts_a_read(
     first, second = browsers(), browsers()
     log_in(first, demo, "alice")
     log_in(second, demo, "alice")
+    first.find_element(By.CSS_SELECTOR, "#count-form button").click()
+    assert by_id(first, "count") == "Counter in this session: 1"
+    assert by_id(first, "saved") == "count"
+    screenshot(first, "demo.png")
 
     first.find_element(By.ID, "sessions-link").click()
     rows = first.find_elements(By.CSS_SELECTOR, "#sessions tr.session")
@@ -178,4 +183,3 @@ def test_two_browsers_one_ends_the_other_and_the_panel_counts_a_read(
     cookie = first.find_element(By.CSS_SELECTOR, "#prs-cookie td").text
     assert cookie.startswith("not sent: unchanged")
     screenshot(first, "toolbar-panel.png")
-

@@ -152,12 +152,16 @@ def test_after_add_one_the_first_reload_shows_a_read(app: webtest.TestApp) -> No
 
 
 def test_panel_says_a_logout_deleted_the_whole_session(app: webtest.TestApp) -> None:
+    app.get("/")
+    before = app.cookies[COOKIE]
     page = post_form(app.get("/"), "login", username="alice")
+    old = f"session:<sha256:{key_digest(session_id(before))}>"
+    assert text(page, "deleted") == f"the old key {old} (regenerate_id(): a login)"
     logged_in = app.cookies[COOKIE]
     page = post_form(page, "logout")
 
     old = f"session:<sha256:{key_digest(session_id(logged_in))}>"
-    assert text(page, "deleted") == f"the whole session {old}"
+    assert text(page, "deleted") == f"the whole session {old} (invalidate(): a logout)"
     assert text(page, "cookie") == (
         "set: the session moved to a new id (login, invalidate, regenerate_id)"
     )

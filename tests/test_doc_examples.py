@@ -87,7 +87,7 @@ def test_app_without_its_secret_says_which_variable_to_set(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("SESSION_SECRET")
-    with pytest.raises(ConfigurationError, match="^SESSION_SECRET is not set: "):
+    with pytest.raises(ConfigurationError, match=r"^SESSION_SECRET is not set: "):
         example("app").main({})
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from pyramid.config import Configurator
 from pyramid.events import NewResponse
 from pyramid.router import Router
+
+from pyramid_redis_sessions.store import SCRIPTS
 
 from . import inspector, views
 from .embedded import EMBEDDED_PORT, embedded_port, start_valkey
@@ -42,6 +45,18 @@ def main(global_config: dict[str, Any], **settings: Any) -> Router:
             "demo stops)",
             settings["redis.sessions.url"],
         )
+
+    # A server that does not know the store's scripts yet costs one more
+    # round trip the first time each runs (redis-py loads it on NOSCRIPT):
+    # loaded now, so that the panels show what every later request costs.
+    client = redis.Redis.from_url(settings["redis.sessions.url"], socket_timeout=2)
+    try:
+        for script in SCRIPTS:
+            client.script_load(script.script)
+    except redis.RedisError as e:
+        log.warning("Could not load the session scripts: %s", e)
+    finally:
+        client.close()
 
     with Configurator(settings=settings) as config:
         # Kept so that whoever built the app (a test, say) can stop it early.

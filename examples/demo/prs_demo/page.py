@@ -122,9 +122,13 @@ def _names(names: Sequence[str]) -> str:
 
 def _deleted(report: SessionReport) -> str:
     if report.deleted_keys:
-        # invalidate() (a logout), or the key a login's new id left.
         keys = _names(report.deleted_keys)
-        whole = f"the whole session {keys}"
+        if any(event.startswith("ended") for event in report.events):
+            whole = f"the whole session {keys} (invalidate(): a logout)"
+        elif any(event.startswith("moved") for event in report.events):
+            whole = f"the old key {keys} (regenerate_id(): a login)"
+        else:
+            whole = f"the whole session {keys}"
         return f"{whole}; fields: {_names(report.deleted)}" if report.deleted else whole
     return "fields: " + _names(report.deleted)
 
