@@ -121,7 +121,7 @@ def text_report(report: dict[str, Any]) -> str:
         f"versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}",
         "µs = median over interleaved batches of µs/request; ratios = median of "
         "per-batch ratios; floor = Pyramid's untouched request + budget x GETEX.",
-        "rt = Redis round trips per request ('!' = over SPEC's budget).",
+        "rt = Redis round trips per request ('!' = over its budget).",
     ]
     for lib in report["libraries"]:
         out.append(f"  {lib}: {LIBRARIES[lib].label}")
