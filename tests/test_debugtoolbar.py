@@ -209,3 +209,32 @@ def test_with_every_toolbar_panel_the_session_panel_s_reads_are_named(
     assert row(page, "decoded").startswith(
         "n, other (the toolbar's own Session panel deserializes every value"
     )
+
+
+@pytest.mark.topology
+def test_on_every_topology_a_read_is_one_round_trip_as_counted(
+    topology: Any, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    """Standalone, Sentinel and Cluster: the panel instruments whatever
+    client the factory made, and a counter already on it keeps counting."""
+    from pyramid_redis_sessions import RedisSessionFactory
+
+    made = RedisSessionFactory(SECRET, prefix=prefix, **topology.options)
+    assert made.store is not None
+    round_trips.instrument(made.store.client)
+    with Configurator(settings={"debugtoolbar.panels": PANELS}) as config:
+        config.include("pyramid_debugtoolbar")
+        config.set_session_factory(made)
+        config.include("pyramid_redis_sessions.debugtoolbar")
+        for name, view in [("read", read), ("write", write)]:
+            config.add_route(name, f"/{name}")
+            config.add_view(view, route_name=name)
+        app = webtest.TestApp(config.make_wsgi_app(), extra_environ=LOCAL)
+    app.get("/write")
+    round_trips.reset()
+    app.get("/read")
+    page = panel_page(app)
+    assert round_trips.commands == [["EVALSHA"]]
+    assert row(page, "round-trips") == "1 EVALSHA load"
+    assert row(page, "key").startswith(f"{prefix}<sha256:")
+    assert "bytes, expires in 1" in row(page, "stored")
