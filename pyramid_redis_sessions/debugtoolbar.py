@@ -42,8 +42,15 @@ from pyramid.interfaces import ISessionFactory
 from pyramid.registry import Registry
 from pyramid.request import Request
 from pyramid.response import Response
-from pyramid_debugtoolbar.panels import DebugPanel
-from pyramid_debugtoolbar.toolbar import IPanelMap, IToolbarWSGIApp
+
+try:
+    from pyramid_debugtoolbar.panels import DebugPanel
+    from pyramid_debugtoolbar.toolbar import IPanelMap, IToolbarWSGIApp
+except ImportError as e:  # pragma: no cover - the extra is installed in tests
+    raise ImportError(
+        "pyramid_redis_sessions.debugtoolbar needs pyramid_debugtoolbar: "
+        "pip install 'pyramid_redis_sessions[debugtoolbar]'"
+    ) from e
 
 from .events import (
     SessionCreated,
