@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--plot",
         action="store_true",
-        help="also draw µs/request by scenario (PNG, log scale)",
+        help="also draw µs/request by scenario (PNG, with interquartile whiskers)",
     )
     parser.add_argument(
         "--load",
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             (out / "results.json").write_text(json.dumps(full, indent=1))
             (out / "results.txt").write_text(text)
             log(f"wrote {out / 'results.json'} and {out / 'results.txt'}")
-            if args.plot or args.smoke:
+            if args.plot:
                 for run in full["runs"]:
                     png = out / f"micro-{run['meta']['parser']}.png"
                     report.plot(run, str(png))

@@ -1,24 +1,27 @@
-"""The Python cost of the session's request path, against an older revision.
+"""The Python cost of the session's request path, against another revision.
 
 On a VM whose loopback round trip is hundreds of µs and noisy, a few µs of
 Python saved per request vanish in wall-clock timings. This script times
 only the Python: each factory's store replays the reply its first load got
-from Redis, so a request does everything but wait for the server. Both
-revisions run the same Pyramid app in one process, batches interleaved in
-a shuffled order::
+from Redis, so a request does everything but wait for the server. The
+working tree and the revision run the same Pyramid app in one process,
+batches interleaved in a shuffled order::
 
-    python benchmarks/cpu_path.py --baseline 029933e [--sizes 1KB,50keys]
+    python -m benchmarks.cpu_path [--baseline REV] [--sizes 1KB,50keys]
 
-Prints, per scenario, the median µs per request of each revision and the
-median (interquartile range) of the per-batch ratios current / baseline;
-``read - noop`` is what the session adds to Pyramid's own request. It
-reaches into ``factory.store``, so it works for revisions that have one
-(any since the core landed).
+``REV`` is anything ``git archive`` takes (default ``main``): a change is
+measured against where it started. Prints, per scenario, the median µs per
+request of each side and the median (interquartile range) of the per-batch
+ratios current / baseline; ``read - noop`` is what the session adds to
+Pyramid's own request. The replay wraps the factory's ``store`` attribute
+and its ``load`` method, whatever they take and return, so it works for
+any revision that has them.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import random
 import statistics
@@ -55,7 +58,7 @@ class ReplayStore:
     def load(self, *args: Any, **kwargs: Any) -> Any:
         if self._reply is None:
             self._reply = self._store.load(*args, **kwargs)
-        return self._reply.copy()
+        return copy.copy(self._reply)  # the caller may change what it got
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -85,13 +88,29 @@ def spread(ratios: list[float]) -> str:
     return f"{statistics.median(ratios):.2f} ({q1:.2f}-{q3:.2f})"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--baseline", default="029933e")
-    parser.add_argument("--sizes", default="1KB,50keys")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        default="main",
+        help="the git revision to compare the working tree with (default: main)",
+    )
+    parser.add_argument(
+        "--sizes",
+        default="1KB,50keys",
+        help=f"session sizes, comma-separated, of {', '.join(bench.SIZES)}",
+    )
     parser.add_argument("--batches", type=int, default=60)
-    parser.add_argument("-n", "--requests", type=int, default=200)
-    args = parser.parse_args()
+    parser.add_argument(
+        "-n", "--requests", type=int, default=200, help="requests per batch"
+    )
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.sizes.split(",") if name not in bench.SIZES]
+    if unknown:
+        parser.error(
+            f"unknown size {unknown[0]!r}; choose from {', '.join(bench.SIZES)}"
+        )
 
     with against(args.baseline) as (baseline, server):
         pool = redis.ConnectionPool.from_url(server.url)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from .app import LIBRARIES, SCENARIOS
-from .micro import summarise
+from .micro import floor_samples, summarise
 
 
 def machine_note() -> str:
@@ -120,7 +121,7 @@ def text_report(report: dict[str, Any]) -> str:
         f"versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}",
         "µs = median over interleaved batches of µs/request; ratios = median of "
         "per-batch ratios; floor = Pyramid's untouched request + budget x GETEX.",
-        "rt = Redis round trips per request ('!' = over SPEC's budget).",
+        "rt = Redis round trips per request ('!' = over its budget).",
     ]
     for lib in report["libraries"]:
         out.append(f"  {lib}: {LIBRARIES[lib].label}")
@@ -143,8 +144,19 @@ def text_report(report: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    """Median and interquartile range (the 25th and 75th percentiles)."""
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return median, q1, q3
+
+
 def plot(report: dict[str, Any], path: str) -> None:
-    """µs/request by scenario and library, log scale, one panel per size."""
+    """µs/request by scenario and library, one panel per session size: bars
+    at the median over batches, whiskers from the 25th to the 75th
+    percentile, and a library with no API for a scenario marked where its
+    bar would be. Sized to be read at a documentation page's width."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,41 +166,60 @@ def plot(report: dict[str, Any], path: str) -> None:
     libs = report["libraries"]
     series = [*libs, "floor"]
     colours = {"ours": "#1f77b4", "fork": "#d62728", "cookie": "#2ca02c",
-               "floor": "#7f7f7f"}  # fmt: skip
+               "floor": "#9a9a9a"}  # fmt: skip
+    plt.rcParams.update({"font.size": 9})
     fig, axes = plt.subplots(
-        len(results), 1, figsize=(11, 3.6 * len(results)), squeeze=False
+        len(results), 1, figsize=(7.4, 0.6 + 3.0 * len(results)), squeeze=False
     )
     for ax, result in zip(axes[:, 0], results, strict=True):
-        rows = summarise(result, libs)
-        names = [row["scenario"] for row in rows]
-        width = 0.8 / len(series)
+        scenarios = [
+            SCENARIOS[row["scenario"]] for row in summarise(result, libs)
+        ]
+        samples = result["samples"]
+        width = 0.84 / len(series)
+        top = 0.0
+        missing: list[tuple[float, str]] = []
         for index, lib in enumerate(series):
-            xs, ys = [], []
-            for x, row in enumerate(rows):
-                value = row["floor_us"] if lib == "floor" else row["us"].get(lib)
-                if value is not None:
-                    xs.append(x + (index - (len(series) - 1) / 2) * width)
-                    ys.append(value)
+            xs, ys, low, high = [], [], [], []
+            for x, scenario in enumerate(scenarios):
+                where = x + (index - (len(series) - 1) / 2) * width
+                if lib == "floor":
+                    values = floor_samples(result, scenario)
+                else:
+                    values = samples.get(f"{lib}/{scenario.name}", [])
+                if not values:
+                    missing.append((where, "no API"))
+                    continue
+                median, q1, q3 = _quartiles(values)
+                xs.append(where)
+                ys.append(median)
+                low.append(median - q1)
+                high.append(q3 - median)
+                top = max(top, q3)
             label = "floor" if lib == "floor" else LIBRARIES[lib].label
-            ax.bar(xs, ys, width, label=label, color=colours.get(lib))
-        ax.set_yscale("log")
-        ax.set_xticks(range(len(names)), names)
-        ax.set_ylabel("µs / request (median)")
-        ax.set_title(f"session {result['size']['name']}")
-        ax.grid(axis="y", which="both", alpha=0.3)
+            ax.bar(xs, ys, width, label=label, color=colours.get(lib),
+                   yerr=[low, high], capsize=1.5,
+                   error_kw={"elinewidth": 0.8, "ecolor": "#333"})  # fmt: skip
+        for where, text in missing:
+            ax.text(where, top * 0.02, text, rotation=90, ha="center",
+                    va="bottom", fontsize=7, color="#555")  # fmt: skip
+        ax.set_xticks(range(len(scenarios)), [s.name for s in scenarios])
+        ax.set_ylabel("µs / request")
+        ax.set_ylim(0, top * 1.08)
+        ax.set_title(
+            f"session of {result['size']['name']}: median of "
+            f"{result['batches']} batches, whiskers from the 25th to the "
+            "75th percentile",
+            fontsize=9,
+        )
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="upper center",
-        ncol=len(series),
-        bbox_to_anchor=(0.5, 0.985),
-        fontsize="small",
-        frameon=False,
-    )
+    fig.legend(handles, labels, loc="upper center", ncol=2,
+               bbox_to_anchor=(0.5, 1.0), fontsize=8, frameon=False)  # fmt: skip
     meta = report["meta"]
-    fig.suptitle(f"{meta['date']} · {meta['machine']} · parser {meta['parser']}",
-                 fontsize="small", y=0.998)  # fmt: skip
-    fig.tight_layout(rect=(0, 0, 1, 0.975 - 0.01 / len(results)))
-    fig.savefig(path, dpi=110)
+    fig.text(0.99, 0.005, f"{meta['date']} · parser {meta['parser']}",
+             ha="right", va="bottom", fontsize=7, color="#555")  # fmt: skip
+    fig.tight_layout(rect=(0, 0.02, 1, 1 - 0.5 / (0.6 + 3.0 * len(results))))
+    fig.savefig(path, dpi=150)
     plt.close(fig)

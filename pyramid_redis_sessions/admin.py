@@ -15,6 +15,8 @@ to stay cheap however many sessions there are:
   and extrapolated to the count.
 * Reading a session here (:meth:`Keyspace.read`) is ``HGETALL`` and
   ``TTL``: unlike the application's load, it does not slide the expiry.
+* A session named by its handle is found by walking the keys
+  (:meth:`Keyspace.find`): the handle of each id is computed here.
 
 Which keys are sessions
 -----------------------
@@ -42,6 +44,7 @@ under the same prefix.
 from __future__ import annotations
 
 import heapq
+import hmac
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -333,6 +336,19 @@ class Keyspace:
         # A session that vanished after it was counted leaves the count
         # one higher than the sample; the sample is still uniform.
         found.largest = [entry[2] for entry in sorted(top, reverse=True)]
+
+    def find(self, handles: Handles, handle: str) -> list[str]:
+        """The ids of the sessions whose handle is ``handle`` (one, or none):
+        the keys come from :meth:`batches` and the handles are computed
+        here, so nothing but ``SCAN`` is sent. A handle cannot be turned
+        back into an id: this is the only way from one to its session."""
+        found = {
+            session_id
+            for _, keys in self.batches()
+            for session_id in map(self.session_id, keys)
+            if hmac.compare_digest(handles(session_id), handle)
+        }
+        return sorted(found)  # a set: SCAN may return a key twice
 
     def count_legacy(self) -> int:
         """How many strings are under the prefix: sessions that 1.x or

@@ -3,8 +3,8 @@
 A session id is a bearer secret: whoever holds it holds the session. Places
 that must name a session to a person (the ``psessions`` command's list of
 the largest sessions, a user's list of their own sessions) show its handle
-instead: 32 hex digits (128 bits) of an HMAC of the id, keyed from
-``secret``::
+instead, and ``psessions show`` and ``end`` accept it: 32 hex digits (128
+bits) of an HMAC of the id, keyed from ``secret``::
 
     key    = HMAC-SHA256(secret.encode("utf-8"), b"pyramid_redis_sessions.handle")
     handle = HMAC-SHA256(key, session_id.encode("utf-8")).hexdigest()[:32]
@@ -17,9 +17,13 @@ so a handle shown by ``psessions stats`` can be matched with one listed by
 the user-sessions index; after the secret is rotated, handles change.
 
 With 128 bits, two live sessions of one store sharing a handle is not a
-practical concern; even so, code that acts on a session by its handle looks
-the handle up among a known set of ids (one user's sessions), never across
-the whole store.
+practical concern; even so, the application acts on a session by its handle
+only among a known set of ids (one user's sessions,
+:meth:`~pyramid_redis_sessions.users.UserSessions.end`), never across the
+whole store. ``psessions show`` and ``end``, run by an operator who holds
+the secret and the store already, find a handle among every session
+(:meth:`~pyramid_redis_sessions.admin.Keyspace.find`: a ``SCAN``, the
+handles computed locally) and refuse one that two sessions share.
 
 .. versionadded:: 2.0
 """

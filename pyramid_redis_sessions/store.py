@@ -1,4 +1,6 @@
-"""The Redis command layer: the only module that talks to Redis.
+"""The Redis command layer of the application: every command a request
+sends goes through here (``psessions`` walks the store through
+:mod:`pyramid_redis_sessions.admin` instead).
 
 A session is one hash at ``prefix + session_id`` (see
 :mod:`pyramid_redis_sessions.values`). Each public method of

@@ -245,6 +245,15 @@ class UserSessions:
         self._factory, self._store, self._current = factory, store, current
         return self
 
+    @classmethod
+    def from_store(
+        cls, factory: SessionFactory, store: RedisStore, current: str | None = None
+    ) -> UserSessions:
+        """The sessions of ``factory``'s users in ``store`` (a script's, such
+        as ``psessions``, which builds its store from a blank request);
+        ``current`` is the id of the session to mark as the request's."""
+        return cls._with(factory, store, current)
+
     @property
     def current_handle(self) -> str | None:
         """The handle of the request's session, or ``None`` (no request, or
@@ -342,6 +351,13 @@ class UserSessions:
             if hmac.compare_digest(self._handle(session_id), handle):
                 return self._end(user, [session_id]) == 1
         return False
+
+    def end_session(self, user: str, session_id: str) -> bool:
+        """End the session ``session_id`` if its signed user is ``user``, and
+        drop it from ``user``'s index either way (one round trip): for a
+        caller that already holds the id, such as ``psessions end``. False if
+        no session of ``user`` has that id."""
+        return self._end(user, [session_id]) == 1
 
     def end_all(self, user: str, keep: str | None = None) -> int:
         """End every session of ``user`` but the one whose handle is

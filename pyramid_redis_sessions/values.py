@@ -26,6 +26,7 @@ one ``update``, about 0.6 µs; nothing here deserializes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -44,10 +45,12 @@ __all__ = [
     "USER_DETAILS",
     "BadValue",
     "FieldCodec",
+    "Record",
     "SessionSeal",
     "field_name",
     "flash_queue",
     "key_name",
+    "parse",
     "parse_created",
     "parse_timeout",
 ]
@@ -97,7 +100,7 @@ def parse_created(payload: bytes) -> float:
     as ``repr()`` of a float; :class:`BadValue` for any other form. The load
     script accepts exactly the same."""
     if len(payload) > MAX_CREATED_SIZE or not _CREATED_FORM.fullmatch(payload):
-        raise BadValue("the creation time is not one this application writes")
+        raise BadValue("the creation time is not a number as the application writes it")
     return float(payload)
 
 
@@ -107,10 +110,10 @@ def parse_timeout(payload: bytes) -> int:
     :data:`MAX_SECONDS`; :class:`BadValue` for any other form. The load
     script accepts exactly the same."""
     if len(payload) > len(str(MAX_SECONDS)) or not _TIMEOUT_FORM.fullmatch(payload):
-        raise BadValue("the timeout is not one this application writes")
+        raise BadValue("the timeout is not a number as the application writes it")
     seconds = int(payload)
     if seconds > MAX_SECONDS:
-        raise BadValue("the timeout is not one this application writes")
+        raise BadValue("the timeout is not a number as the application writes it")
     return seconds
 
 
@@ -215,3 +218,91 @@ class SessionSeal:
             if hmac.compare_digest(tag, self._tag(index, field, payload)):
                 return payload, index == 0
         raise BadValue("a field's MAC does not verify")
+
+
+@dataclasses.dataclass
+class Record:
+    """A stored session's hash, its MACs checked: what :func:`parse` found.
+    Payloads are the serializer's bytes: nothing here is deserialized."""
+
+    #: Payloads of the session's keys, by key, for the fields that verify.
+    keys: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    #: Payloads of the flash message fields that verify, by field.
+    flash: dict[bytes, bytes] = dataclasses.field(default_factory=dict)
+    #: Reserved fields of a later format that verify, kept as they are.
+    later: dict[bytes, bytes] = dataclasses.field(default_factory=dict)
+    #: :data:`CREATED`, if it verifies and is a number.
+    created: float | None = None
+    #: :data:`TIMEOUT`, the session's own timeout (``0``: none), if present.
+    timeout: int | None = None
+    #: :data:`USER` and :data:`USER_DETAILS` (the details still JSON).
+    user: str | None = None
+    user_details: bytes | None = None
+    #: Fields that only a fallback secret verifies: to seal again.
+    reseal: set[bytes] = dataclasses.field(default_factory=set)
+    #: Fields that no key verifies (never to be deserialized).
+    unverified: set[bytes] = dataclasses.field(default_factory=set)
+    #: What is wrong, by field: found with ``strict=False`` only.
+    problems: dict[bytes, str] = dataclasses.field(default_factory=dict)
+
+
+def parse(
+    fields: dict[bytes, bytes], seal: SessionSeal, *, strict: bool = True
+) -> Record:
+    """Check the MAC of every field of a stored session and sort the fields
+    into the session's keys, its flash messages and its reserved fields.
+
+    With ``strict`` (what loading a session does), the first field that does
+    not verify, a reserved number that is not one or a missing
+    :data:`CREATED` raises :class:`BadValue`. Without it (what ``psessions
+    show`` does), nothing raises: what is wrong is recorded by field in
+    :attr:`Record.problems`, unverified fields are left out (and listed in
+    :attr:`Record.unverified`), and a flash field that is not laid out as
+    :data:`FLASH` says is kept but reported.
+    """
+    record = Record()
+    if strict:
+        payloads, record.reseal = seal.open_all(fields)
+    else:
+        payloads = {}
+        for name, value in fields.items():
+            try:
+                payload, current = seal.open(name, value)
+            except BadValue:
+                record.unverified.add(name)
+                record.problems[name] = "does not verify"
+                continue
+            if not current:
+                record.reseal.add(name)
+            payloads[name] = payload
+    for name, payload in payloads.items():
+        if name[:1] != RESERVED:
+            record.keys[key_name(name)] = payload
+        elif name.startswith(FLASH):
+            record.flash[name] = payload
+            if not strict:
+                try:
+                    flash_queue(name)
+                except ValueError:  # BadValue, or a queue that is not UTF-8
+                    record.problems[name] = "is not a well-formed flash field"
+        elif name in (CREATED, TIMEOUT):
+            # Only the form the application writes (and the load script
+            # accepts): see parse_created and parse_timeout.
+            try:
+                if name == CREATED:
+                    record.created = parse_created(payload)
+                else:
+                    record.timeout = parse_timeout(payload)
+            except BadValue:
+                if strict:
+                    raise
+                record.problems[name] = "is not a number"
+        elif name == USER:
+            record.user = key_name(payload)
+        elif name == USER_DETAILS:
+            record.user_details = payload
+        else:  # a later format's: verified, kept as it is
+            record.later[name] = payload
+    if strict and record.created is None:
+        raise BadValue("the session has no creation time")
+    return record

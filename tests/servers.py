@@ -2,7 +2,9 @@
 
 The suite starts its own throw-away servers (never the machine's shared one on
 port 6379) so that tests may flush them, signal them and read their command
-statistics. ``REDIS_URL`` points the suite at an external server instead; that
+statistics; the benchmarks start theirs with the same launcher
+(:class:`ServerProcess`), which is why this module imports pytest only where
+it skips. ``REDIS_URL`` points the suite at an external server instead; that
 one is only ever read and written under a per-test key prefix.
 """
 
@@ -24,7 +26,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -421,6 +422,8 @@ class ExternalServer(BaseServer):
         self.port = parts.port or 6379
 
     def _refuse(self, what: str) -> None:
+        import pytest  # here: the benchmarks use this module without pytest
+
         pytest.skip(
             f"{what} needs a server this suite started; REDIS_URL points at "
             f"an external one ({self.host}:{self.port}) that it must not signal"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from prs_demo.embedded import stop_valkey
 
 import pyramid_redis_sessions
 from pyramid_redis_sessions.cookies import CookieCodec, CookieSettings
+from pyramid_redis_sessions.events import key_digest
 
 SECRET = "demo-test-secret"
 
@@ -105,18 +107,24 @@ def test_panel_shows_a_read_costs_one_round_trip_and_saves_nothing(
     first = app.get("/")  # a new session: its CSRF token is created
     assert text(first, "stored") == "nothing yet: this session is not in Redis"
     assert first.headers["X-Redis-Round-Trips"] == "1"  # the create
+    # The first reload shows that creation as the previous request.
     page = app.get("/")
     assert text(page, "so-far") == "1 round trip: EVALSHA load"
     assert text(page, "previous") == "1 round trip: EVALSHA write"
     assert text(page, "saved") == "(created), _csrft_"
+    assert text(page, "cookie") == "set: a new session was stored"
+    # From the second reload on, the previous request is a read.
     again = app.get("/")
     assert again.headers["X-Redis-Round-Trips"] == "1"
     assert text(again, "previous") == "1 round trip: EVALSHA load"
-    assert text(again, "saved") == "none" and text(again, "deleted") == "none"
+    assert text(again, "saved") == "none"
+    assert text(again, "deleted") == "fields: none"
+    assert text(again, "cookie") == (
+        "not sent: unchanged: the browser's cookie already names the session"
+    )
     assert text(again, "key").startswith("session:<sha256:")
     assert session_id(app.cookies[COOKIE]) not in again.text  # never shown
-    assert text(again, "stored").startswith("2 fields, ")
-    assert "expires in 1" in text(again, "stored")
+    assert re.fullmatch(r"\d+ bytes, expires in 1\d{3} s", text(again, "stored"))
 
 
 def test_panel_shows_the_field_a_write_saved(app: webtest.TestApp) -> None:
@@ -127,6 +135,37 @@ def test_panel_shows_the_field_a_write_saved(app: webtest.TestApp) -> None:
     after_flash = post_form(page, "note", note="again")
     # The note request's save: the note and its flash message.
     assert text(after_flash, "saved") == "note, (a flash message)"
+    # The page that showed the flash message removed it: a save too, so
+    # the first reload shows two round trips, the second a read.
+    first_reload = app.get("/")
+    assert text(first_reload, "previous") == (
+        "2 round trips: EVALSHA load, EVALSHA write"
+    )
+    assert text(first_reload, "deleted") == "fields: (a flash message)"
+    assert text(app.get("/"), "previous") == "1 round trip: EVALSHA load"
+
+
+def test_after_add_one_the_first_reload_shows_a_read(app: webtest.TestApp) -> None:
+    page = add_one(app.get("/"))
+    assert text(page, "previous") == "2 round trips: EVALSHA load, EVALSHA write"
+    assert text(app.get("/"), "previous") == "1 round trip: EVALSHA load"
+
+
+def test_panel_says_a_logout_deleted_the_whole_session(app: webtest.TestApp) -> None:
+    app.get("/")
+    before = app.cookies[COOKIE]
+    page = post_form(app.get("/"), "login", username="alice")
+    old = f"session:<sha256:{key_digest(session_id(before))}>"
+    assert text(page, "deleted") == f"the old key {old} (regenerate_id(): a login)"
+    logged_in = app.cookies[COOKIE]
+    page = post_form(page, "logout")
+
+    old = f"session:<sha256:{key_digest(session_id(logged_in))}>"
+    assert text(page, "deleted") == f"the whole session {old} (invalidate(): a logout)"
+    assert text(page, "cookie") == (
+        "set: the session moved to a new id (login, invalidate, regenerate_id)"
+    )
+    assert session_id(logged_in) not in page.text
 
 
 def test_flash_message_is_shown_once(app: webtest.TestApp) -> None:
@@ -250,6 +289,32 @@ def test_sessions_page_shows_both_browsers_and_ends_the_other(
     assert user(first.get("/")) == "Logged in as alice."
 
 
+FIREFOX = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:131.0) "
+    "Gecko/20100101 Firefox/131.0"
+)
+
+
+def test_sessions_page_names_browsers_with_the_raw_string_on_hover(
+    app: webtest.TestApp,
+) -> None:
+    firefox, other = browser(app, FIREFOX), browser(app, "curl/8.5.0")
+    post_form(firefox.get("/"), "login", username="alice")
+    post_form(other.get("/"), "login", username="alice")
+
+    page = firefox.get("/sessions")
+
+    names = {
+        span.text: span["title"] for span in page.html.select("#sessions .browser")
+    }
+    assert names == {"Firefox 131 on macOS": FIREFOX, "curl 8": "curl/8.5.0"}
+    current = page.html.select_one("tr.current .browser")
+    assert current is not None and current.text == "Firefox 131 on macOS"
+    # The page has the session panel, as the home page does.
+    assert text(page, "key").startswith("session:<sha256:")
+    assert text(page, "previous").startswith("2 round trips: EVALSHA load")
+
+
 def test_either_side_can_end_the_other(app: webtest.TestApp) -> None:
     first, second = browser(app, "One"), browser(app, "Two")
     post_form(first.get("/"), "login", username="alice")
@@ -310,6 +375,45 @@ def test_configured_url_starts_no_embedded_server(
     assert router.registry.embedded_valkey is None
     assert router.registry.settings["redis.sessions.url"] == redis_server.url
     assert "embedded Valkey" not in caplog.text
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.usefixtures("restore_sigterm")
+def test_the_ini_file_s_url_starts_the_embedded_valkey_on_its_port() -> None:
+    """development.ini names the embedded server's fixed port (so that
+    psessions finds it): the demo starts Valkey there when nothing listens,
+    and uses what listens there otherwise."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    settings = {
+        "redis.sessions.secret": SECRET,
+        "redis.sessions.url": url,
+        "prs_demo.embedded_port": str(port),
+    }
+    router = prs_demo.main({}, **settings)
+    server = router.registry.embedded_valkey
+    try:
+        assert server is not None and server.port == port
+        assert router.registry.settings["redis.sessions.url"] == url
+        assert count(add_one(webtest.TestApp(router).get("/"))) == 1
+        # A second process of the demo (pserve --reload) finds it running.
+        again = prs_demo.main({}, **settings)
+        assert again.registry.embedded_valkey is None
+        assert redis.Redis.from_url(url).dbsize() == 1
+    finally:
+        stop_valkey(server)
+
+
+def test_the_ini_file_names_the_embedded_server_s_url() -> None:
+    ini = Path(prs_demo.__file__).parents[1] / "development.ini"
+    assert "\nredis.sessions.url = redis://127.0.0.1:16379/0\n" in ini.read_text()
+    assert "\npyramid.includes = pyramid_debugtoolbar\n" in ini.read_text()
 
 
 @pytest.fixture

@@ -6,13 +6,16 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import textwrap
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import redis
 import webtest
 from pyramid.config import Configurator
+from pyramid.exceptions import ConfigurationError
 from pyramid.request import Request
 
 from tests.servers import BaseServer
@@ -49,19 +52,64 @@ def test_app_logs_in_with_a_new_id_and_out(server: BaseServer, prefix: str) -> N
     app = example("app")
     settings = {"redis.sessions.url": server.url, "redis.sessions.prefix": prefix}
     browser = webtest.TestApp(app.main({}, **settings))
-    browser.post("/login", {"name": "ann", "password": "wrong"}).follow()
+    page = browser.get("/")
+    form = page.forms[0]
+    form["name"], form["password"] = "ann", "wrong"
+    page = form.submit().follow()
+    assert page.html.p.text == "Wrong name or password."
     before = browser.cookies["session"]
-    page = browser.post(
-        "/login",
-        {"name": "ann", "password": "correct horse battery staple", "remember": "1"},
-    ).follow()
-    assert page.text == "Logged in as ann."
+    form = page.forms[0]
+    form["name"], form["password"] = "ann", "correct horse battery staple"
+    form["remember"] = True
+    page = form.submit().follow()
+    assert page.html.p.text == "Logged in as ann."
     assert browser.cookies["session"] != before
     (key,) = server.client().keys(prefix + "*")
     assert server.client().ttl(key) > 29 * 24 * 3600  # "remember me"
-    page = browser.post("/logout").follow()
-    assert page.text == "You are logged out."
+    page = page.forms[0].submit().follow()
+    assert page.html.p.text == "You are logged out."
     assert key not in server.client().keys(prefix + "*")
+
+
+def test_app_refuses_a_post_without_the_csrf_token(
+    server: BaseServer, prefix: str
+) -> None:
+    app = example("app")
+    settings = {"redis.sessions.url": server.url, "redis.sessions.prefix": prefix}
+    browser = webtest.TestApp(app.main({}, **settings))
+    browser.get("/")
+    password = app.USERS["ann"]
+    browser.post("/login", {"name": "ann", "password": password}, status=400)
+    assert "Logged in" not in browser.get("/").text
+
+
+def test_app_without_its_secret_says_which_variable_to_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SESSION_SECRET")
+    with pytest.raises(ConfigurationError, match=r"^SESSION_SECRET is not set: "):
+        example("app").main({})
+
+
+def readme_python() -> str:
+    """The README's Python block (PyPI shows the README: no includes there)."""
+    text = (DOCS.parent / "README.rst").read_text()
+    (block,) = re.findall(r"\.\. code-block:: python\n\n((?:   .*\n|\n)+)", text)
+    return textwrap.dedent(block)
+
+
+def test_readme_s_python_defines_every_name_it_uses_and_runs(
+    server: BaseServer, prefix: str
+) -> None:
+    namespace: dict[str, Any] = {"__name__": "readme_example"}
+    sys.modules["readme_example"] = ModuleType("readme_example")
+    exec(compile(readme_python(), "README.rst", "exec"), namespace)
+    settings = {"redis.sessions.url": server.url, "redis.sessions.prefix": prefix}
+    browser = webtest.TestApp(namespace["main"]({}, **settings))
+    assert browser.get("/").text == "Visit number 1"
+    assert browser.get("/").text == "Visit number 2"
+    browser.post("/", status=400)  # no CSRF token: refused
+    assert len(server.client().keys(prefix + "*")) == 1
 
 
 def test_factories(server: BaseServer) -> None:

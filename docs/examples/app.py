@@ -1,13 +1,15 @@
 """A small application whose sessions live in Redis.
 
-The documentation includes parts of this file, and tests/test_doc_examples.py
+The documentation shows this file whole, and tests/test_doc_examples.py
 runs it against a real server, so what the pages show works as shown.
 """
 
 import os
+from html import escape
 
 from pyramid.config import Configurator
 from pyramid.csrf import new_csrf_token
+from pyramid.exceptions import ConfigurationError
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.response import Response
 
@@ -16,9 +18,20 @@ USERS = {"ann": "correct horse battery staple"}  # stands for your user store
 
 
 def main(global_config, **settings):
-    settings["redis.sessions.secret"] = os.environ["SESSION_SECRET"]
+    # The secret comes from the environment, not from a file in version control.
+    secret = os.environ.get("SESSION_SECRET")
+    if not secret:
+        raise ConfigurationError(
+            "SESSION_SECRET is not set: export a long random string, made with "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    settings["redis.sessions.secret"] = secret
     with Configurator(settings=settings) as config:
+        # Reads the redis.sessions.* settings and sets the session factory.
         config.include("pyramid_redis_sessions")
+        # Every POST (PUT, DELETE...) must carry the session's CSRF token, in a
+        # form field csrf_token or an X-CSRF-Token header; else Pyramid says 400.
+        config.set_default_csrf_options(require_csrf=True)
         config.add_route("home", "/")
         config.add_route("login", "/login")
         config.add_route("logout", "/logout")
@@ -55,9 +68,28 @@ def logout(request):
     return HTTPSeeOther(request.route_url("home"))
 
 
+FORM = """<form method="post" action="{action}">
+<input type="hidden" name="csrf_token" value="{token}">{fields}
+<button type="submit">{label}</button></form>"""
+LOGIN_FIELDS = """
+<input name="name"> <input name="password" type="password">
+<label><input name="remember" type="checkbox" value="1"> Remember me</label>"""
+
+
 def home(request):
-    lines = request.session.pop_flash()
+    lines = [f"<p>{escape(message)}</p>" for message in request.session.pop_flash()]
     user_id = request.session.get("user_id")
+    token = escape(request.session.get_csrf_token())
     if user_id:
-        lines.append(f"Logged in as {user_id}.")
-    return Response(" ".join(lines))
+        lines.append(f"<p>Logged in as {escape(user_id)}.</p>")
+        form = FORM.format(
+            action=request.route_path("logout"), token=token, fields="", label="Log out"
+        )
+    else:
+        form = FORM.format(
+            action=request.route_path("login"),
+            token=token,
+            fields=LOGIN_FIELDS,
+            label="Log in",
+        )
+    return Response(f"<html><body>{''.join(lines)}{form}</body></html>")

@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from pyramid.config import Configurator
 from pyramid.events import NewResponse
 from pyramid.router import Router
 
+from pyramid_redis_sessions.store import SCRIPTS
+
 from . import inspector, views
-from .embedded import start_valkey
+from .embedded import EMBEDDED_PORT, embedded_port, start_valkey
 
 log = logging.getLogger(__name__)
 
@@ -22,36 +25,52 @@ log = logging.getLogger(__name__)
 def main(global_config: dict[str, Any], **settings: Any) -> Router:
     """Return the demo's WSGI application.
 
-    ``settings`` are the ``[app:main]`` lines of the ini file. Without a
-    ``redis.sessions.url``, an embedded Valkey server is started for the
-    life of the process and used instead.
+    ``settings`` are the ``[app:main]`` lines of the ini file. When
+    ``redis.sessions.url`` names port 16379 of this machine (as
+    development.ini does) and nothing listens there, an embedded Valkey
+    server is started on that port for the life of the process, so that
+    ``psessions`` finds the demo's sessions through the same ini file.
+    Without a ``redis.sessions.url``, the embedded server takes a free port.
     """
     valkey = None
-    if not settings.get("redis.sessions.url"):
-        valkey = start_valkey()
-        settings["redis.sessions.url"] = f"{valkey.connection_url}/0"
+    url = settings.get("redis.sessions.url")
+    port = embedded_port(
+        url, int(settings.get("prs_demo.embedded_port", EMBEDDED_PORT))
+    )
+    if not url or port is not None:
+        valkey = start_valkey(port)
+        settings["redis.sessions.url"] = url or f"{valkey.connection_url}/0"
         log.info(
-            "No redis.sessions.url configured: started an embedded Valkey at %s "
-            "(its sessions are lost when the demo stops)",
+            "Started an embedded Valkey at %s (its sessions are lost when the "
+            "demo stops)",
             settings["redis.sessions.url"],
         )
 
-    # The sessions' connections count round trips for the page's panel.
-    counted = inspector.Inspector(
-        settings["redis.sessions.url"],
-        settings.get("redis.sessions.prefix", "session:"),
-    )
-    settings["redis.sessions.connection_pool"] = counted.pool
+    # A server that does not know the store's scripts yet costs one more
+    # round trip the first time each runs (redis-py loads it on NOSCRIPT):
+    # loaded now, so that the panels show what every later request costs.
+    client = redis.Redis.from_url(settings["redis.sessions.url"], socket_timeout=2)
+    try:
+        for script in SCRIPTS:
+            client.script_load(script.script)
+    except redis.RedisError as e:
+        log.warning("Could not load the session scripts: %s", e)
+    finally:
+        client.close()
 
     with Configurator(settings=settings) as config:
         # Kept so that whoever built the app (a test, say) can stop it early.
         config.registry.embedded_valkey = valkey
-        config.registry.inspector = counted
+        config.registry.inspector = inspector.Inspector()
         config.add_tween("prs_demo.inspector.tween_factory")
         config.add_subscriber(inspector.on_new_response, NewResponse)
 
         # Reads the redis.sessions.* settings and sets the session factory.
         config.include("pyramid_redis_sessions")
+        # Records what each request's session did: the page's panel below,
+        # and the debug toolbar's "Redis session" tab when development.ini
+        # includes pyramid_debugtoolbar.
+        config.include("pyramid_redis_sessions.debugtoolbar")
         # Every POST must carry the token from request.session.get_csrf_token(),
         # in a form field named csrf_token; otherwise Pyramid answers 400.
         config.set_default_csrf_options(require_csrf=True)

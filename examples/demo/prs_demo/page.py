@@ -1,4 +1,4 @@
-"""The demo's only page, as a plain format string (no template engine)."""
+"""The demo's pages, as plain format strings (no template engine)."""
 
 from __future__ import annotations
 
@@ -7,38 +7,59 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 
+from ua_parser import parse as parse_user_agent
+
+from pyramid_redis_sessions.debugtoolbar import SessionReport
 from pyramid_redis_sessions.users import SessionInfo
 
-PAGE = """\
+LAYOUT = """\
 <!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>pyramid_redis_sessions demo</title>
+<title>{title}</title>
 <style>
 body {{ font: 16px/1.5 system-ui, sans-serif; color: #222; margin: 0; }}
 main {{ display: flex; flex-wrap: wrap; gap: 2rem; padding: 1.5rem 2rem; }}
 main > section {{ flex: 1 1 22rem; max-width: 34rem; }}
+main > section.wide {{ max-width: 48rem; flex-basis: 34rem; }}
 h1 {{ font-size: 1.4rem; margin: 0; padding: 1rem 2rem; background: #2d3e50;
      color: #fff; }}
+h1 a {{ color: #fff; text-decoration: none; }}
 h2 {{ font-size: 1.1rem; margin: 1.5rem 0 .5rem; }}
 form {{ display: flex; gap: .5rem; margin: .5rem 0; }}
 input {{ flex: 1; padding: .3rem .5rem; }}
 button {{ padding: .3rem .9rem; }}
 #flash {{ background: #fff6d6; border-left: 4px solid #e0b400; padding: .5rem 2rem;
-         list-style: none; }}
+         margin: 0; list-style: none; }}
 #inspector {{ background: #f4f6f8; border-radius: 6px; padding: .2rem 1.2rem 1rem;
              font-size: .92rem; }}
 #inspector dt {{ font-weight: 600; margin-top: .6rem; }}
 #inspector dd {{ margin: 0; }}
 code {{ font-size: .88rem; background: #e6eaee; padding: 0 .25rem;
        border-radius: 3px; }}
+table {{ border-collapse: collapse; width: 100%; font-size: .95rem; }}
+th, td {{ text-align: left; padding: .45rem .6rem; border-bottom: 1px solid #dde2e6;
+         vertical-align: middle; }}
+th {{ font-weight: 600; background: #f4f6f8; }}
+tr.current td {{ background: #eef6ee; }}
+td form {{ margin: 0; }}
+.browser {{ cursor: help; border-bottom: 1px dotted #889; }}
+.muted {{ color: #667; font-size: .9rem; }}
 </style>
 </head>
 <body>
-<h1>pyramid_redis_sessions demo</h1>
+<h1><a href="{home_url}">pyramid_redis_sessions demo</a>{subtitle}</h1>
 {flash}
 <main>
+{body}
+{panel}
+</main>
+</body>
+</html>
+"""
+
+HOME = """\
 <section>
 <p id="count">Counter in this session: <strong>{count}</strong></p>
 <form id="count-form" method="post" action="{count_url}">
@@ -55,26 +76,23 @@ code {{ font-size: .88rem; background: #e6eaee; padding: 0 .25rem;
 
 <h2>Account</h2>
 {account}
-</section>
-{panel}
-</main>
-</body>
-</html>
-"""
+</section>"""
 
 PANEL = """<section id="inspector">
 <h2>What the session did</h2>
 <dl>
 <dt>Redis key</dt><dd id="key">{key}</dd>
-<dt>Stored</dt><dd id="stored">{stored}</dd>
+<dt>Stored, after the previous request</dt><dd id="stored">{stored}</dd>
 <dt>This request, before the page was drawn</dt><dd id="so-far">{so_far}</dd>
 <dt>The previous request</dt><dd id="previous">{previous}</dd>
 <dt>Fields its save wrote</dt><dd id="saved">{saved}</dd>
-<dt>Fields its save deleted</dt><dd id="deleted">{deleted}</dd>
+<dt>What its save deleted</dt><dd id="deleted">{deleted}</dd>
+<dt>Its cookie</dt><dd id="cookie">{cookie}</dd>
 </dl>
 <p>A read costs one round trip and saves nothing; a save sends only the
 fields that changed. The key is shown as a digest: the session id is the
-user's credential.</p>
+user's credential. The debug toolbar (the tab at the right) has the same
+for every request, under "Redis session".</p>
 </section>"""
 
 
@@ -82,40 +100,67 @@ user's credential.</p>
 class Panel:
     """What the inspector shows about the session."""
 
+    #: The session's key as a digest, or None without a session cookie.
     key: str | None
-    #: TTL in seconds, bytes in Redis, number of fields; None if not stored.
-    stored: tuple[int, int, int] | None
-    so_far: list[str]
-    previous: list[str] | None
-    saved: tuple[list[str], list[str]]
+    #: This request's round trips so far (its save comes after the page).
+    so_far: list[list[str]]
+    #: The session's previous request, once it was complete.
+    previous: SessionReport | None
 
 
-def _trips(commands: Sequence[str]) -> str:
-    if not commands:
+def _trips(trips: Sequence[Sequence[str]]) -> str:
+    if not trips:
         return "no round trip"
-    plural = "s" if len(commands) != 1 else ""
-    listed = ", ".join(f"<code>{escape(c)}</code>" for c in commands)
-    return f"<strong>{len(commands)}</strong> round trip{plural}: {listed}"
+    plural = "s" if len(trips) != 1 else ""
+    listed = ", ".join(f"<code>{escape(' + '.join(t))}</code>" for t in trips)
+    return f"<strong>{len(trips)}</strong> round trip{plural}: {listed}"
 
 
 def _names(names: Sequence[str]) -> str:
     return ", ".join(f"<code>{escape(n)}</code>" for n in names) or "none"
 
 
+def _deleted(report: SessionReport) -> str:
+    if report.deleted_keys:
+        keys = _names(report.deleted_keys)
+        if any(event.startswith("ended") for event in report.events):
+            whole = f"the whole session {keys} (invalidate(): a logout)"
+        elif any(event.startswith("moved") for event in report.events):
+            whole = f"the old key {keys} (regenerate_id(): a login)"
+        else:
+            whole = f"the whole session {keys}"
+        return f"{whole}; fields: {_names(report.deleted)}" if report.deleted else whole
+    return "fields: " + _names(report.deleted)
+
+
+def _stored(report: SessionReport | None) -> str:
+    if report is None:
+        return "not seen (a new browser, or the demo restarted)"
+    if report.ttl is None:
+        return "nothing: this session is not in Redis"
+    size = "?" if report.size is None else f"{report.size} bytes"
+    expiry = "no expiry" if report.ttl < 0 else f"expires in {report.ttl} s"
+    return f"{size}, {expiry}"
+
+
 def render_panel(panel: Panel) -> str:
-    if panel.stored is None:
+    previous = panel.previous
+    if panel.key is None:
         stored = "nothing yet: this session is not in Redis"
     else:
-        ttl, size, fields = panel.stored
-        expiry = "no expiry" if ttl < 0 else f"expires in {ttl} s"
-        stored = f"{fields} fields, {size} bytes, {expiry}"
+        stored = _stored(previous)
+    cookie = "-"
+    if previous is not None:
+        sent = {"set": "set", "cleared": "cleared", None: "not sent"}[previous.cookie]
+        cookie = f"{sent}: {escape(previous.cookie_reason)}"
     return PANEL.format(
         key=f"<code>{escape(panel.key)}</code>" if panel.key else "none yet",
         stored=stored,
         so_far=_trips(panel.so_far),
-        previous="not seen" if panel.previous is None else _trips(panel.previous),
-        saved=_names(panel.saved[0]),
-        deleted=_names(panel.saved[1]),
+        previous="not seen" if previous is None else _trips(previous.round_trips),
+        saved="-" if previous is None else _names(previous.saved),
+        deleted="-" if previous is None else _deleted(previous),
+        cookie=cookie,
     )
 
 
@@ -136,33 +181,25 @@ LOGOUT_FORM = """\
 </form>"""
 
 
-SESSIONS_PAGE = """\
-<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Your sessions - pyramid_redis_sessions demo</title>
-</head>
-<body>
-<h1>Your sessions, {user}</h1>
-{flash}
+SESSIONS = """\
+<section class="wide">
+<h2>Your sessions, {user}</h2>
 <p>Every browser where you are logged in. End one you do not recognise.</p>
 <table id="sessions">
-<tr><th>Logged in</th><th>Last active</th><th>Browser</th><th>Address</th><th></th></tr>
+<tr><th>Browser</th><th>Address</th><th>Logged in</th><th>Last active</th><th></th></tr>
 {rows}
 </table>
 <form id="end-others" method="post" action="{end_others_url}">
   <input type="hidden" name="csrf_token" value="{csrf_token}">
   <button type="submit">Log out everywhere else</button>
 </form>
-<p><a href="{home_url}">Back</a></p>
-</body>
-</html>
-"""
+<p><a id="back" href="{home_url}">Back</a></p>
+</section>"""
 
 SESSION_ROW = """\
 <tr class="session{current_class}">
-<td>{created}</td><td>{last_active}</td><td>{user_agent}</td><td>{ip}</td>
+<td><span class="browser" title="{user_agent}">{browser}</span></td><td>{ip}</td>
+<td>{created}</td><td>{last_active}</td>
 <td>{action}</td>
 </tr>"""
 
@@ -172,6 +209,28 @@ END_FORM = """\
   <input type="hidden" name="handle" value="{handle}">
   <button type="submit">End</button>
 </form>"""
+
+#: ua-parser's operating system names, as people say them.
+_OS_NAMES = {"Mac OS X": "macOS"}
+_RAW_SHOWN = 40
+
+
+def summarize_user_agent(user_agent: str) -> str:
+    """ "Firefox 131 on macOS", from a User-Agent header; what ua-parser
+    does not recognise is shown as it is, cut short."""
+    result = parse_user_agent(user_agent) if user_agent else None
+    agent = result.user_agent if result is not None else None
+    if agent is None:
+        if not user_agent:
+            return "unknown browser"
+        if len(user_agent) <= _RAW_SHOWN:
+            return user_agent
+        return user_agent[: _RAW_SHOWN - 1] + "…"
+    browser = f"{agent.family} {agent.major}" if agent.major else agent.family
+    system = result.os if result is not None else None
+    if system is None or system.family == "Other":
+        return browser
+    return f"{browser} on {_OS_NAMES.get(system.family, system.family)}"
 
 
 def _when(timestamp: float | None) -> str:
@@ -194,36 +253,46 @@ def render_sessions(
     messages: Sequence[str],
     csrf_token: str,
     urls: Mapping[str, str],
+    panel: Panel,
 ) -> str:
     """Return the "Your sessions" page; every value is escaped."""
     token = escape(csrf_token)
     rows = []
     for info in sessions:
         if info.current:
-            action = "<strong>this browser</strong>"
+            action = '<strong class="this">this browser</strong>'
         else:
             action = END_FORM.format(
                 handle=escape(info.handle),
                 end_url=escape(urls["end_session"]),
                 csrf_token=token,
             )
+        user_agent = info.details.get("user_agent", "")
         rows.append(
             SESSION_ROW.format(
                 current_class=" current" if info.current else "",
                 created=_when(info.created),
                 last_active=_when(info.last_active),
-                user_agent=escape(info.details.get("user_agent", "?")),
+                browser=escape(summarize_user_agent(user_agent)),
+                user_agent=escape(user_agent or "no User-Agent header"),
                 ip=escape(info.details.get("ip", "?")),
                 action=action,
             )
         )
-    return SESSIONS_PAGE.format(
+    body = SESSIONS.format(
         user=escape(user),
-        flash=_flash(messages),
         rows="\n".join(rows),
         end_others_url=escape(urls["end_others"]),
         home_url=escape(urls["home"]),
         csrf_token=token,
+    )
+    return LAYOUT.format(
+        title="Your sessions - pyramid_redis_sessions demo",
+        home_url=escape(urls["home"]),
+        subtitle=" · Your sessions",
+        flash=_flash(messages),
+        body=body,
+        panel=render_panel(panel),
     )
 
 
@@ -248,13 +317,19 @@ def render_page(
             sessions_url=escape(urls["sessions"]),
             csrf_token=token,
         )
-    return PAGE.format(
-        flash=_flash(messages),
+    body = HOME.format(
         count=count,
         count_url=escape(urls["count"]),
-        panel=render_panel(panel),
         note_url=escape(urls["note"]),
         note=escape(note),
         csrf_token=token,
         account=account,
+    )
+    return LAYOUT.format(
+        title="pyramid_redis_sessions demo",
+        home_url=escape(urls["home"]),
+        subtitle="",
+        flash=_flash(messages),
+        body=body,
+        panel=render_panel(panel),
     )

@@ -12,7 +12,9 @@ from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.request import Request
 from pyramid.response import Response
 
-from .inspector import Inspector, Record, digest, session_key
+from pyramid_redis_sessions.debugtoolbar import report_for
+
+from .inspector import Inspector, session_key
 from .page import Panel, render_page, render_sessions
 
 MAX_NOTE_LENGTH = 200
@@ -50,23 +52,12 @@ def home(request: Request) -> Response:
 def panel(request: Request) -> Panel:
     """What the page's inspector shows."""
     inspector: Inspector = request.registry.inspector
-    record: Record = request.round_trips
+    report = report_for(request)
     key = session_key(request)
-    stored = (
-        inspector.stored(key) if key is not None and not request.session.new else None
-    )
-    previous = inspector.previous(key) if key is not None else None
     return Panel(
-        # As the package's own log lines name it: a digest of the id.
-        key=(
-            f"{inspector.prefix}<sha256:{digest(key[len(inspector.prefix) :])}>"
-            if key
-            else None
-        ),
-        stored=stored,
-        so_far=record.commands,
-        previous=previous.commands if previous else None,
-        saved=previous.saved if previous else ([], []),
+        key=key,
+        so_far=[list(trip) for trip in report.round_trips] if report else [],
+        previous=inspector.previous(key),
     )
 
 
@@ -122,6 +113,7 @@ def sessions(request: Request) -> Response | HTTPSeeOther:
             messages=request.session.pop_flash(),
             csrf_token=request.session.get_csrf_token(),
             urls={name: request.route_path(name) for name in FORMS},
+            panel=panel(request),
         )
     )
 
