@@ -9,6 +9,18 @@ A value that is not one of ours may be a cookie of the packages this one
 replaces; given a :class:`~pyramid_redis_sessions.legacy.LegacyCookies`
 (the ``legacy_cookies`` option), the codec asks it before calling the
 cookie invalid.
+
+A request may carry several cookies of the session's name: a sibling
+subdomain can set one for the parent domain ("cookie tossing"), and the
+browser sends both. WebOb's ``request.cookies`` keeps one value per name
+(the last), so the codec finds every value of its name in the ``Cookie``
+header itself (:func:`cookie_values`) and uses the first that verifies, in
+either format. A cookie that does not verify is not ours: it never makes a
+response delete the session cookie, which would log the user out.
+
+Invalid cookies are logged at WARNING at most once a minute per process,
+with the count since the last such warning, and at DEBUG otherwise
+(:class:`RateLimitedLog`): a client sending garbage cannot flood the log.
 """
 
 from __future__ import annotations
@@ -18,7 +30,9 @@ import binascii
 import hmac
 import logging
 import re
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -29,7 +43,14 @@ from webob.cookies import SignedSerializer, make_cookie
 if TYPE_CHECKING:  # legacy imports this module
     from .legacy import LegacyCookie, LegacyCookies
 
-__all__ = ["MAX_COOKIE_SIZE", "CookieCodec", "CookieSettings", "CookieState"]
+__all__ = [
+    "MAX_COOKIE_SIZE",
+    "CookieCodec",
+    "CookieSettings",
+    "CookieState",
+    "RateLimitedLog",
+    "cookie_values",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +59,87 @@ MAX_COOKIE_SIZE = 4096
 _SALT = "pyramid_redis_sessions.cookie."
 #: Stands for the value in the header template (base64url, as values are).
 _PLACEHOLDER = "PRSvalue0placeholder"
+
+
+#: One ``name=value`` pair of a ``Cookie`` header: the name runs to the
+#: ``=`` (spaces around it allowed), the value is quoted or runs to the next
+#: separator. Pairs are separated by ``;`` (RFC 6265), ``,`` (RFC 2109) or
+#: whitespace, and junk between pairs is skipped, as WebOb skips it. An
+#: unquoted value ends at a backslash: WebOb would decode an escape there,
+#: which no browser sends and no value we wrote needs.
+#: Linear in the header's length: a name starts right after a separator,
+#: so no start position re-scans the spaces or junk before it.
+_PAIR = re.compile(r'(?:^|[;,\s])([^=;,\s]+)\s*=\s*("[^"]*"|[^;,\s"\\]*)')
+
+
+def cookie_values(header: str, name: str) -> list[str]:
+    """Every value of the cookie ``name`` in a ``Cookie`` header, in the
+    order the browser sent them (RFC 6265: the one with the longest path,
+    then the oldest, first), quotes taken off. For a header with one cookie
+    of that name, the value is the one WebOb's ``request.cookies`` gives
+    (the tests hold it to that); with several, WebOb keeps only the last.
+    Never raises: the header is client input."""
+    values = []
+    for match in _PAIR.finditer(header):
+        if match[1] == name:
+            value = match[2]
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            values.append(value)
+    return values
+
+
+class RateLimitedLog:
+    """Logs one kind of event at WARNING at most once per ``interval``
+    seconds, with the count of those logged at DEBUG since the last
+    WARNING; the others at DEBUG. Thread-safe; one per process and kind.
+
+    ``clock`` is :func:`time.monotonic` unless a test gives its own.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._next = -float("inf")  # when a WARNING may be logged again
+        self._quiet = 0  # events logged at DEBUG since the last WARNING
+
+    def reset(self) -> None:
+        """Forget the last WARNING and the count (for tests)."""
+        with self._lock:
+            self._next, self._quiet = -float("inf"), 0
+
+    def __call__(self, message: str) -> None:
+        """Log ``message`` (fixed text: no client data in it)."""
+        now = self.clock()
+        with self._lock:
+            loud = now >= self._next
+            if loud:
+                self._next = now + self.interval
+                quiet, self._quiet = self._quiet, 0
+            else:
+                self._quiet += 1
+        if not loud:
+            self.logger.debug("%s", message)
+        elif quiet:
+            self.logger.warning(
+                "%s (and %d more since the last warning, logged at DEBUG; at "
+                "most one warning a minute)",
+                message,
+                quiet,
+            )
+        else:
+            self.logger.warning("%s", message)
+
+
+#: Invalid session cookies: a client can send one with every request.
+log_invalid_cookie = RateLimitedLog(log)
 
 
 class _IdSerializer:
@@ -89,10 +191,11 @@ class CookieState(NamedTuple):
     """What a request's session cookie holds (a tuple: made on every
     request, at a quarter of a frozen dataclass's cost)."""
 
-    #: The session id, if the cookie is present and its signature verifies.
+    #: The session id, if a cookie of ours verifies.
     session_id: str | None
-    #: The request carried a session cookie at all, valid or not, so that a
-    #: bad one can be cleared.
+    #: A session cookie verified (ours or a legacy one), so that it can be
+    #: cleared once its session is gone. A cookie that does not verify is
+    #: not ours to delete: it may be a sibling domain's, or planted.
     present: bool
     #: Signed with ``secret`` (false when only a fallback verified it, so
     #: that the cookie is signed anew).
@@ -188,28 +291,25 @@ class CookieCodec:
         return None, False
 
     def read(self, request: Request) -> CookieState:
-        """What the request's session cookie holds; never raises."""
+        """What the request's session cookie holds: the first cookie of the
+        session's name that verifies, ours or a legacy one; never raises."""
         header = request.environ.get("HTTP_COOKIE")
         if not header:
-            # No cookies at all (a bot, a first visit): WebOb's parsing of
-            # nothing costs more than this whole check.
+            # No cookies at all (a bot, a first visit): parsing nothing
+            # costs more than this whole check.
             return _ABSENT
         alone = self._alone.fullmatch(header)
-        try:
-            value = alone[1] if alone else request.cookies.get(self.settings.name)
-        except ValueError:
-            # WebOb decodes cookie values as UTF-8 and raises on other bytes.
-            log.warning("session cookie header could not be parsed; ignored")
-            return CookieState(None, present=True, current=False)
-        if value is None:
-            return _ABSENT
-        session_id, current = self.unsign(value)
-        if session_id is None:
+        values = [alone[1]] if alone else cookie_values(header, self.settings.name)
+        for value in values:
+            session_id, current = self.unsign(value)
+            if session_id is not None:
+                return CookieState(session_id, present=True, current=current)
             legacy = self.legacy.read(value) if self.legacy is not None else None
             if legacy is not None:
                 return CookieState(None, present=True, current=False, legacy=legacy)
-            log.warning("session cookie is not valid (bad signature or format)")
-        return CookieState(session_id, present=True, current=current)
+        if values:
+            log_invalid_cookie("session cookie is not valid (bad signature or format)")
+        return _ABSENT
 
     def set(self, response: Response, session_id: str) -> None:
         # A signed value is base64url: WebOb puts it in the header as it is.

@@ -15,6 +15,7 @@ __all__ = [
     "RedisSessionsError",
     "SessionStoreError",
     "SessionStoreUnavailable",
+    "SessionTooLarge",
 ]
 
 
@@ -49,6 +50,30 @@ class SessionStoreUnavailable(SessionStoreError, redis.exceptions.ConnectionErro
     def __init__(self, *args: object, server: str | None = None) -> None:
         super().__init__(*args)
         self.server = server
+
+
+class SessionTooLarge(SessionStoreError):
+    """A save would make the session larger in Redis than
+    ``max_session_size``; nothing of it was written, and what was stored
+    before stays.
+
+    The message names the largest session keys and the bytes each would
+    take, never a value or the session id. ``size`` is the bytes the session
+    would have taken, ``limit`` the setting, ``largest`` the ``(key,
+    bytes)`` pairs of the message, largest first.
+
+    .. versionadded:: 2.0
+    """
+
+    def __init__(self, size: int, limit: int, largest: list[tuple[str, int]]) -> None:
+        keys = ", ".join(f"{key} ({n} bytes)" for key, n in largest)
+        super().__init__(
+            f"session not saved: it would take {size} bytes in Redis, over "
+            f"max_session_size ({limit}); its largest keys: {keys or 'none'}"
+        )
+        self.size = size
+        self.limit = limit
+        self.largest = largest
 
 
 class BadLegacyValue(RedisSessionsError, ValueError):

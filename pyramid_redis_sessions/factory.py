@@ -27,7 +27,7 @@ from .client import (
 from .cookies import CookieCodec, CookieSettings
 from .exceptions import ConfigurationError
 from .handles import Handles
-from .legacy import LegacyCookies
+from .legacy import LegacyCookies, RestrictedLoads
 from .serializers import FunctionSerializer, PickleSerializer, Serializer
 from .session import SessionFactory
 from .settings import DEPRECATED, PREFIX, coerce_option, settings_options
@@ -40,6 +40,10 @@ __all__ = [
     "generate_session_id",
     "session_factory_from_settings",
 ]
+
+
+#: ``max_session_size``'s default: 1 MiB.
+DEFAULT_MAX_SESSION_SIZE = 1 << 20
 
 
 def generate_session_id() -> str:
@@ -94,6 +98,8 @@ def RedisSessionFactory(
     encoding: Any = None,
     encoding_errors: Any = None,
     legacy_cookies: bool = True,
+    legacy_pickle_allow: Sequence[type | str] = (),
+    max_session_size: int | None = DEFAULT_MAX_SESSION_SIZE,
 ) -> SessionFactory:
     """Return a Pyramid session factory that keeps sessions in Redis.
 
@@ -244,11 +250,33 @@ def RedisSessionFactory(
       Recognise the cookies of ``pyramid_redis_sessions`` 1.x and of
       ``pyramid_session_redis`` (signed with ``secret`` or one of
       ``secret_fallbacks``), load the session each names from its old key
-      (with ``deserialize`` if given, else :func:`pickle.loads`, as those
-      packages did), and move it to the new format, under a new id, on that
-      response. Turn it off once one ``timeout`` has passed after the
+      (with ``deserialize`` if given, else with pickle, restricted as
+      ``legacy_pickle_allow`` says), and move it to the new format, under a
+      new id, on that response. Turn it off once one ``timeout`` has passed after the
       upgrade: old values are unsigned pickles. When false, such cookies
       are invalid cookies. Default: ``True``.
+
+      .. versionadded:: 2.0
+
+    ``legacy_pickle_allow``
+      Classes of the application's own (or their dotted names,
+      ``module.Class`` or ``module:Class``) that the old packages' pickles
+      may contain. Legacy values are unpickled restricted: only builtin
+      containers and scalars, :mod:`datetime`, :class:`~decimal.Decimal`,
+      :class:`~uuid.UUID`, :mod:`collections`' containers and these classes
+      may appear; a value naming anything else is refused (a new session,
+      and a warning naming the global). Not used with ``deserialize``,
+      which then reads legacy values as given. Default: ``()``.
+
+      .. versionadded:: 2.0
+
+    ``max_session_size``
+      The most bytes a session may take in Redis (its field names and
+      stored values, all together). A save that would make a session
+      larger stores nothing and raises
+      :class:`~pyramid_redis_sessions.exceptions.SessionTooLarge`, naming
+      the largest keys; ``0`` or ``None`` for no limit.
+      Default: ``1048576`` (1 MiB).
 
       .. versionadded:: 2.0
 
@@ -327,7 +355,9 @@ def _build(
             serializer_ = PickleSerializer()
     redis_options = {name: opts[name] for name in _REDIS_OPTIONS}
     check_connection_options(redis_options)
-    legacy_loads = opts["deserialize"] or pickle.loads
+    legacy_loads = opts["deserialize"]
+    if legacy_loads is None or legacy_loads is pickle.loads:
+        legacy_loads = RestrictedLoads(opts["legacy_pickle_allow"])
     store = None
     if opts["client_callable"] is None:
         store = RedisStore(make_client(**redis_options), opts["prefix"])
@@ -362,6 +392,7 @@ def _build(
         client_callable=opts["client_callable"],
         redis_options=redis_options,
         legacy_loads=legacy_loads,
+        max_session_size=opts["max_session_size"],
     )
 
 

@@ -48,14 +48,18 @@ seen the secret could still sign a cookie, but could not make it do more
 than name a Redis key. A pyramid_session_redis cookie is not a pickle at
 all.
 
-A stored legacy value is an *unsigned* pickle that may hold any class the
-application stored, so it is unpickled in full. Anyone able to write to
-Redis could put a pickle there that runs code when loaded. That is why a
-legacy value must only ever be read under a key named by a legacy cookie
-that :meth:`LegacyCookies.read` verified with the secret, and never for a
-new-format cookie: the new format signs every stored field. The risk that
-remains is an attacker who can write to Redis and overwrites the value of a
-live legacy session; it ends when ``legacy_cookies`` is turned off, which
+A stored legacy value is an *unsigned* pickle: anyone able to write to
+Redis could put a pickle there that runs code when loaded. So a legacy
+value is only ever read under a key named by a legacy cookie that
+:meth:`LegacyCookies.read` verified with the secret, never for a new-format
+cookie (the new format signs every stored field), and it is unpickled by
+:class:`RestrictedLoads`: only the globals that the types sessions keep
+need (builtin containers and scalars, :mod:`datetime`, :class:`~decimal.Decimal`,
+:class:`~uuid.UUID`, :mod:`collections`' containers) and the classes the
+application names in ``legacy_pickle_allow`` may appear; any other refuses
+the whole value. What remains for an attacker who can write to Redis and
+overwrites the value of a live legacy session is to put other data of
+those types in it; it ends when ``legacy_cookies`` is turned off, which
 the upgrade notes advise once one ``timeout`` has passed.
 """
 
@@ -63,7 +67,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import contextlib
+import copyreg
+import datetime
+import decimal
 import enum
 import hashlib
 import hmac
@@ -72,6 +80,7 @@ import math
 import pickle
 import re
 import reprlib
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,13 +89,17 @@ from webob.cookies import SignedSerializer
 
 from .cookies import MAX_COOKIE_SIZE
 from .exceptions import BadLegacyValue
+from .values import MAX_SECONDS, BadValue, parse_created
 
 __all__ = [
+    "SAFE_GLOBALS",
     "BadLegacyValue",
     "LegacyCookie",
     "LegacyCookies",
     "LegacyKind",
     "LegacySession",
+    "RefusedGlobal",
+    "RestrictedLoads",
     "decode_value",
 ]
 
@@ -154,6 +167,142 @@ class _NoGlobalsUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         raise pickle.UnpicklingError("persistent id refused")
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A legacy pickle names a global that :class:`RestrictedLoads` does
+    not allow. ``name`` is ``module.name`` as the pickle spells it.
+
+    .. versionadded:: 2.0
+    """
+
+    def __init__(self, module: str, name: str) -> None:
+        self.name = f"{module}.{name}"
+        super().__init__(f"global {_name_repr.repr(self.name)} refused")
+
+
+def _no_amplification(make: type) -> Callable[..., Any]:
+    """``bytes``/``bytearray`` as a pickle may call them, but never with a
+    size (``bytearray(10**12)`` from a few bytes of pickle): no pickle the
+    old packages wrote does that. A function, not the type, so that
+    ``NEWOBJ`` and ``copyreg`` cannot reach the type's own ``__new__``."""
+
+    def call(*args: Any) -> Any:
+        if args and isinstance(args[0], int):
+            raise pickle.UnpicklingError(f"{make.__name__}() of a size refused")
+        return make(*args)
+
+    return call
+
+
+def _latin1_encode(text: Any, encoding: Any = None, errors: Any = None) -> bytes:
+    """``_codecs.encode``, as pickle protocols 0 to 2 call it for bytes
+    (Latin-1 text to bytes), and only so: no other codec is reachable."""
+    if type(text) is not str or encoding != "latin1" or errors is not None:
+        raise pickle.UnpicklingError("_codecs.encode refused but for latin1")
+    return text.encode("latin-1")
+
+
+def _object_reconstructor(cls: Any, base: Any, state: Any) -> Any:
+    """``copyreg._reconstructor`` as protocols 0 and 1 call it for classes
+    without a ``__reduce__`` of their own (``uuid.UUID``): ``object`` as the
+    base only, so that no type's ``__init__`` is called with pickled data."""
+    if base is not object:
+        raise pickle.UnpicklingError("copyreg._reconstructor refused but for object")
+    return copyreg._reconstructor(cls, base, state)  # type: ignore[attr-defined]
+
+
+#: What a legacy pickle may name, by ``(module, name)``: what pickles of
+#: the types sessions keep need, with protocols 0 to 5 (Python 3's names;
+#: Python 2's ``__builtin__`` and ``copy_reg`` are read as these).
+SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+    **{
+        ("builtins", t.__name__): t
+        for t in (dict, list, tuple, set, frozenset, str, int, float, complex, bool)
+    },
+    ("builtins", "bytes"): _no_amplification(bytes),
+    ("builtins", "bytearray"): _no_amplification(bytearray),
+    # For copyreg._reconstructor's base; object() itself holds nothing.
+    ("builtins", "object"): object,
+    ("copyreg", "_reconstructor"): _object_reconstructor,
+    ("_codecs", "encode"): _latin1_encode,
+    **{
+        ("datetime", t.__name__): t
+        for t in (
+            datetime.date,
+            datetime.time,
+            datetime.datetime,
+            datetime.timedelta,
+            datetime.timezone,
+        )
+    },
+    ("decimal", "Decimal"): decimal.Decimal,
+    ("uuid", "UUID"): uuid.UUID,
+    **{
+        ("collections", t.__name__): t
+        for t in (
+            collections.OrderedDict,
+            collections.defaultdict,
+            collections.deque,
+            collections.Counter,
+        )
+    },
+}
+#: Python 2's module names in old pickles (Python 3 writes them too, for
+#: protocols below 3).
+_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+
+
+class _AllowListUnpickler(pickle.Unpickler):
+    """Loads what ``allowed`` names and nothing else: every way a pickle
+    reaches code goes through a global (GLOBAL, STACK_GLOBAL and the copyreg
+    EXT opcodes all call :meth:`find_class`) or a persistent id."""
+
+    def __init__(self, raw: bytes, allowed: dict[tuple[str, str], Any]) -> None:
+        super().__init__(io.BytesIO(raw))
+        self._allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[_PY2_MODULES.get(module, module), name]
+        except (KeyError, TypeError):  # TypeError: not hashable, not a name
+            raise RefusedGlobal(str(module), str(name)) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("persistent id refused")
+
+
+class RestrictedLoads:
+    """``loads`` for legacy values: a pickle that may name only
+    :data:`SAFE_GLOBALS` and the classes in ``allow`` (the
+    ``legacy_pickle_allow`` setting, resolved). Any other global raises
+    :class:`RefusedGlobal` before anything is called.
+
+    Each class of ``allow`` is allowed under its own module and qualified
+    name, as pickle writes it today; a ``(dotted_name, class)`` pair is also
+    allowed under that name (``module.Class`` or ``module:Class``), which
+    old pickles may use for a class that has moved since and is still
+    imported there.
+
+    .. versionadded:: 2.0
+    """
+
+    def __init__(self, allow: Iterable[type | tuple[str, type]] = ()) -> None:
+        allowed = dict(SAFE_GLOBALS)
+        for entry in allow:
+            if isinstance(entry, tuple):
+                name, cls = entry
+                module, sep, attr = name.partition(":")
+                if not sep:
+                    module, _, attr = name.rpartition(".")
+                allowed[module, attr] = cls
+            else:
+                cls = entry
+            allowed[cls.__module__, cls.__qualname__] = cls
+        self._allowed = allowed
+
+    def __call__(self, raw: bytes) -> Any:
+        return _AllowListUnpickler(raw, self._allowed).load()
 
 
 class _KeyBytes:
@@ -275,7 +424,7 @@ def _load_key(pickled: bytes) -> str | None:
 def decode_value(
     kind: LegacyKind,
     raw: bytes,
-    loads: Callable[[bytes], Any] = pickle.loads,
+    loads: Callable[[bytes], Any] | None = None,
 ) -> LegacySession:
     """Decode the value stored under a verified legacy cookie's key.
 
@@ -286,13 +435,14 @@ def decode_value(
       The bytes stored under :attr:`LegacyCookie.redis_key`.
 
     ``loads``
-      The old package's deserializer (its ``deserialize`` setting). Default:
-      :func:`pickle.loads`.
+      The old package's deserializer (its ``deserialize`` setting).
+      Default: a :class:`RestrictedLoads` that allows only
+      :data:`SAFE_GLOBALS`.
 
     Only call it for a key that a legacy cookie named and that
-    :meth:`LegacyCookies.read` verified with the secret: the value is an
-    unsigned pickle (see the module's threat model). Keys that are not
-    ``str`` are dropped and listed in :attr:`LegacySession.dropped_keys`.
+    :meth:`LegacyCookies.read` verified with the secret: the value is
+    unsigned (see the module's threat model). Keys that are not ``str``
+    are dropped and listed in :attr:`LegacySession.dropped_keys`.
 
     Raises :class:`~pyramid_redis_sessions.exceptions.BadLegacyValue` with
     a short reason, and nothing else, when the value does not load or is not
@@ -301,7 +451,12 @@ def decode_value(
     if not isinstance(raw, bytes):
         raise BadLegacyValue(f"value is {type(raw).__name__}, not bytes")
     try:
-        value = loads(raw)
+        value = (loads or _SAFE_LOADS)(raw)
+    except RefusedGlobal as e:
+        raise BadLegacyValue(
+            f"value names the global {_name_repr.repr(e.name)}, which is not "
+            "allowed (add the class to legacy_pickle_allow if it is yours)"
+        ) from None
     except Exception as e:
         raise BadLegacyValue(f"value does not load ({type(e).__name__})") from None
     if kind is LegacyKind.REDIS_SESSIONS_1:
@@ -313,6 +468,7 @@ def decode_value(
     return _split(data, _created(created), _timeout(timeout))
 
 
+_SAFE_LOADS = RestrictedLoads()
 _ONE_X_FIELDS = frozenset({"managed_dict", "created", "timeout"})
 _FORK_REQUIRED = frozenset({"m", "c", "v"})
 _FORK_FIELDS = _FORK_REQUIRED | {"t", "x"}
@@ -344,7 +500,10 @@ def _created(created: Any) -> float:
         or created < 0
     ):
         raise BadLegacyValue(f"created is a {type(created).__name__}, not a time")
-    return float(created)
+    try:  # a time the new format can store (repr() in digits)
+        return parse_created(repr(float(created)).encode())
+    except BadValue:
+        raise BadLegacyValue("created is out of range") from None
 
 
 def _timeout(timeout: Any) -> int | None:
@@ -354,11 +513,16 @@ def _timeout(timeout: Any) -> int | None:
         raise BadLegacyValue(
             f"timeout is a {type(timeout).__name__}, not whole seconds"
         )
+    if timeout > MAX_SECONDS:
+        raise BadLegacyValue(f"timeout is over {MAX_SECONDS} seconds")
     return timeout or None
 
 
 _key_repr = reprlib.Repr()
 _key_repr.maxstring = _key_repr.maxother = 40
+#: A global's name as a pickle spells it, for the log (it may be anything).
+_name_repr = reprlib.Repr()
+_name_repr.maxstring = 120
 
 
 def _split(data: Any, created: float, timeout: int | None) -> LegacySession:

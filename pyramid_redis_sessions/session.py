@@ -20,10 +20,11 @@ A request reads top to bottom:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
-import pickle
+import reprlib
 import secrets
 import threading
 import time
@@ -53,15 +54,22 @@ from .events import (
     StoreUnavailable,
     key_digest,
 )
-from .exceptions import BadLegacyValue, SessionStoreError, SessionStoreUnavailable
+from .exceptions import (
+    BadLegacyValue,
+    SessionStoreError,
+    SessionStoreUnavailable,
+    SessionTooLarge,
+)
 from .handles import Handles
-from .legacy import LegacyCookie, LegacySession, decode_value
+from .legacy import LegacyCookie, LegacySession, RestrictedLoads, decode_value
 from .serializers import Serializer
 from .store import RedisStore
 from .users import IndexChanges, UserSessions, details_payload, user_payload
 from .values import (
     CREATED,
     FLASH,
+    HEADER_SIZE,
+    MAX_SECONDS,
     RESERVED,
     TIMEOUT,
     USER,
@@ -72,6 +80,8 @@ from .values import (
     field_name,
     flash_queue,
     key_name,
+    parse_created,
+    parse_timeout,
 )
 
 __all__ = ["RedisSession", "SessionFactory"]
@@ -127,11 +137,15 @@ class SessionFactory:
     client_callable: Callable[..., redis.Redis] | None
     redis_options: dict[str, Any]
     #: Reads the values of legacy sessions (1.x's ``deserialize``).
-    legacy_loads: Callable[[bytes], Any] = pickle.loads
+    legacy_loads: Callable[[bytes], Any] = dataclasses.field(
+        default_factory=RestrictedLoads
+    )
     #: The session key that names the user (the ``user_key`` option).
     user_key: str | None = None
     #: Names sessions for people without their ids (:mod:`.handles`).
     handles: Handles
+    #: The most bytes a session may take in Redis (``None``: no limit).
+    max_session_size: int | None = None
 
     def __call__(self, request: Request) -> RedisSession:
         return RedisSession(request, self)
@@ -193,11 +207,24 @@ def _flash_field(queue: str) -> bytes:
     )
 
 
-def _number(payload: bytes) -> float:
-    try:
-        return float(payload)
-    except ValueError:
-        raise BadValue("a reserved field is not a number") from None
+def _largest(sizes: dict[bytes, int], count: int = 3) -> list[tuple[str, int]]:
+    """The ``count`` largest session keys (a flash queue counts as one) and
+    the bytes each takes (its field's name and value), for
+    :class:`SessionTooLarge`'s message."""
+    totals: dict[str, int] = {}
+    for field, size in sizes.items():
+        if field.startswith(FLASH):
+            name = f"flash queue {_name_repr.repr(flash_queue(field))}"
+        elif field[:1] == RESERVED:
+            name = field[1:].decode("ascii", "replace")
+        else:
+            name = _name_repr.repr(key_name(field))
+        totals[name] = totals.get(name, 0) + len(field) + size
+    return sorted(totals.items(), key=lambda item: -item[1])[:count]
+
+
+_name_repr = reprlib.Repr()
+_name_repr.maxstring = 60
 
 
 @implementer(ISession)
@@ -235,6 +262,11 @@ class RedisSession:
         self._data: dict[str, Any] = {}
         #: Payloads of the fields as loaded, by session key.
         self._loaded_payloads: dict[str, bytes] = {}
+        #: The hash as loaded, field to stored value: their sizes are what
+        #: the session takes in Redis before this request's save.
+        self._stored_fields: dict[bytes, bytes] = {}
+        #: ``_check_size``'s delta, which ``_delta`` then returns once.
+        self._checked_delta: tuple[dict[bytes, bytes], list[bytes]] | None = None
         #: Keys this request assigned or deleted: always part of the delta.
         self._touched: set[str] = set()
         #: Loaded keys deserialized by this request: they may change in place.
@@ -324,9 +356,9 @@ class RedisSession:
             if field.startswith(FLASH):
                 flash[field] = payload
             elif field == CREATED:
-                created = _number(payload)
+                created = parse_created(payload)
             elif field == TIMEOUT:
-                timeout = int(_number(payload))
+                timeout = parse_timeout(payload)
             elif field == USER:
                 user = key_name(payload)
             elif field == USER_DETAILS:
@@ -337,6 +369,7 @@ class RedisSession:
             raise BadValue("the session has no creation time")
         self._data = data
         self._loaded_payloads = user_payloads
+        self._stored_fields = stored
         self._flash_payloads = flash
         self._later_payloads = later
         self._reseal = reseal
@@ -533,6 +566,48 @@ class RedisSession:
             ttl = self._legacy_ttl if ttl is None else min(ttl, self._legacy_ttl)
         return ttl
 
+    # -- the size limit --------------------------------------------------
+
+    def _check_size(self) -> None:
+        """:class:`SessionTooLarge` if this request's save would make the
+        session take more than ``max_session_size`` bytes in Redis (field
+        names and stored values). Called once, before anything is written;
+        costs nothing unless the save writes: the stored sizes are those of
+        the hash as loaded, and the delta it works out is the one the save
+        then uses."""
+        limit = self._factory.max_session_size
+        if limit is None:
+            return
+        if self._stored_id is None:
+            if not self._dirty:
+                return
+            pairs = iter(self._all_fields(self._seal_for(self.session_id)))
+            sizes = {f: len(v) for f, v in zip(pairs, pairs, strict=True)}
+        else:
+            changes, deleted = self._checked_delta = self._delta()
+            added, removed = dict(changes), list(deleted)
+            user, details = self._binding()
+            if (user, details) != (self._user, self._user_details):
+                # What _rebind adds to the delta.
+                if user is None:
+                    removed += [USER, USER_DETAILS]
+                else:
+                    added[USER] = user_payload(user)
+                    if details is not None:
+                        added[USER_DETAILS] = details
+                    elif self._user_details is not None:
+                        removed.append(USER_DETAILS)
+            if not added:
+                return  # nothing grows
+            sizes = {field: len(value) for field, value in self._stored_fields.items()}
+            for field in removed:
+                sizes.pop(field, None)
+            for field, payload in added.items():
+                sizes[field] = HEADER_SIZE + len(payload)
+        size = sum(map(len, sizes)) + sum(sizes.values())
+        if size > limit:
+            raise SessionTooLarge(size, limit, _largest(sizes))
+
     # -- saving ----------------------------------------------------------
 
     def _finish(self, request: Request, response: Response) -> None:
@@ -592,6 +667,7 @@ class RedisSession:
         Returns the id of the session that lives in Redis afterwards,
         ``None``, or ``_ENDED`` when the session ended while the request ran.
         """
+        self._check_size()
         if self._stored_id is None:
             if self._dirty:
                 return self._create()  # deletes what is doomed, in its round trip
@@ -712,6 +788,9 @@ class RedisSession:
     def _delta(self) -> tuple[dict[bytes, bytes], list[bytes]]:
         """Payloads of the fields to set, and the fields to delete. Only keys
         this request wrote or deserialized can have changed."""
+        if self._checked_delta is not None:  # worked out by _check_size
+            delta, self._checked_delta = self._checked_delta, None
+            return delta
         dumps = self._factory.serializer.dumps
         loaded = self._loaded_payloads
         changes: dict[bytes, bytes] = {}
@@ -884,9 +963,12 @@ class RedisSession:
         if timeout_seconds is not None and (
             not isinstance(timeout_seconds, int)
             or isinstance(timeout_seconds, bool)
-            or timeout_seconds < 0
+            or not 0 <= timeout_seconds <= MAX_SECONDS
         ):
-            raise ValueError("timeout_seconds must be a whole number >= 0 or None")
+            raise ValueError(
+                f"timeout_seconds must be a whole number from 0 to {MAX_SECONDS}, "
+                "or None"
+            )
         self._load()
         self._timeout = timeout_seconds or None
         self._own_timeout = self._timeout_changed = self._dirty = True

@@ -22,6 +22,7 @@ from redis.connection import parse_url
 
 from .exceptions import ConfigurationError
 from .serializers import Serializer, builtin_serializers
+from .values import MAX_SECONDS
 
 __all__ = [
     "DEPRECATED",
@@ -114,9 +115,11 @@ def _expiry(value: Any) -> int | None:
     if _is_none(value):
         return None
     try:
-        seconds = _int(value, 0)
+        seconds = _int(value, 0, MAX_SECONDS)
     except ValueError:
-        raise ValueError("a whole number of seconds, or 0/none for no expiry") from None
+        raise ValueError(
+            f"a whole number of seconds up to {MAX_SECONDS}, or 0/none for no expiry"
+        ) from None
     return seconds or None
 
 
@@ -254,6 +257,39 @@ def _serializer(value: Any) -> Serializer | None:
     return obj
 
 
+def _classes(value: Any) -> list[type | tuple[str, type]]:
+    """Classes, or the dotted names of classes (``module.Class`` or
+    ``module:Class``), separated by spaces or newlines; a name is kept with
+    its class (as ``(name, class)``)."""
+    entries = aslist(value) if isinstance(value, str) else value
+    if entries is None:
+        return []
+    if not isinstance(entries, (list, tuple)):
+        raise ValueError("a list of classes or of their dotted names")
+    classes: list[type | tuple[str, type]] = []
+    for entry in entries:
+        try:
+            cls = _resolve(entry)
+        except ValueError as e:
+            raise ValueError(
+                f"dotted names of classes; {entry!r} is not: {e}"
+            ) from None
+        if not isinstance(cls, type):
+            raise ValueError(f"dotted names of classes; {entry!r} is not a class")
+        classes.append((entry, cls) if isinstance(entry, str) else cls)
+    return classes
+
+
+def _size(value: Any) -> int | None:
+    """Bytes, where 0 or none mean "no limit"."""
+    if _is_none(value):
+        return None
+    try:
+        return _int(value, 0) or None
+    except ValueError:
+        raise ValueError("a whole number of bytes, or 0/none for no limit") from None
+
+
 def _anything(value: Any) -> Any:
     return value
 
@@ -310,6 +346,8 @@ OPTIONS: Mapping[str, Callable[[Any], Any]] = {
     "prefix": _text,
     "detect_changes": _bool,
     "legacy_cookies": _bool,
+    "legacy_pickle_allow": _classes,
+    "max_session_size": _size,
     "user_key": _optional_text,
     **dict.fromkeys(DEPRECATED, _anything),
 }

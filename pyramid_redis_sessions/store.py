@@ -68,7 +68,7 @@ from redis.commands.core import Script
 
 from .client import Client, describe_server
 from .exceptions import SessionStoreError, SessionStoreUnavailable
-from .values import BadValue
+from .values import MAX_CREATED_SIZE, MAX_SECONDS, BadValue
 
 __all__ = ["END", "INDEX", "LOAD", "SCRIPTS", "WRITE", "IndexUpdate", "RedisStore"]
 
@@ -80,10 +80,17 @@ __all__ = ["END", "INDEX", "LOAD", "SCRIPTS", "WRITE", "IndexUpdate", "RedisStor
 # for no session): one bulk reply is parsed far faster than a hundred,
 # whichever parser redis-py has. Two commands whatever the session holds:
 # each redis.call costs the server about as much as a small command itself.
-# Reserved values are b'\2' + 16-byte tag + ASCII, so their number starts
-# at byte 18. A hash without a creation time is not ours: returned
-# untouched, for the application to reject. Whatever the script reads is
-# verified by the application after.
+# A hash without a creation time is not ours: returned untouched, for the
+# application to reject.
+#
+# Nothing here can check a MAC, so the stored numbers are not trusted: the
+# script uses them only in the exact forms the application writes (those of
+# values.parse_created and values.parse_timeout), bounded so that every TTL
+# it derives is a whole number of at most values.MAX_SECONDS, which Lua
+# prints as digits and EXPIRE takes. Any other form leaves the expiry
+# alone, and the application, which checks every field's MAC and form,
+# rejects the session (and deletes the key). Reserved values are
+# b'\2' + 16-byte tag + ASCII, so their number starts at byte 18.
 LOAD = Script(
     None,  # type: ignore[arg-type]  # a bytes script needs no client's encoder
     b"""
@@ -105,17 +112,30 @@ if not created then
   if #fields == 0 then return '' end
   return cmsgpack.pack(fields)
 end
+created = string.sub(created, 18)
+if #created > %(created_size)d or not string.find(created, '^%%d+%%.%%d+$') then
+  return cmsgpack.pack(fields)
+end
 local ttl = tonumber(ARGV[1])
-if own then ttl = tonumber(string.sub(own, 18)) end
+if own then
+  own = string.sub(own, 18)
+  if #own > %(seconds_size)d or not (own == '0' or string.find(own, '^[1-9]%%d*$'))
+      or tonumber(own) > %(max_seconds)d then
+    return cmsgpack.pack(fields)
+  end
+  ttl = tonumber(own)
+end
 if ttl == 0 then ttl = nil end
 local absolute = tonumber(ARGV[2])
 if absolute then
-  local deadline = tonumber(string.sub(created, 18)) + absolute
-  local left = math.ceil(deadline - tonumber(ARGV[3]))
+  local left = math.ceil(tonumber(created) + absolute - tonumber(ARGV[3]))
   if left <= 0 then
     redis.call('DEL', KEYS[1])
     return ''
   end
+  -- A creation time ahead of this clock (another server's) never pushes
+  -- the deadline further than a whole absolute timeout from now.
+  if left > absolute then left = absolute end
   if not ttl or left < ttl then ttl = left end
 end
 if ttl then
@@ -124,7 +144,12 @@ else
   redis.call('PERSIST', KEYS[1])
 end
 return cmsgpack.pack(fields)
-""",
+"""
+    % {
+        b"created_size": MAX_CREATED_SIZE,
+        b"seconds_size": len(str(MAX_SECONDS)),
+        b"max_seconds": MAX_SECONDS,
+    },
 )
 
 # KEYS[1]: the session. ARGV: 'create' (refuse an existing key) or 'update'

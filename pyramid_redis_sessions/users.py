@@ -90,7 +90,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .store import IndexUpdate, RedisStore
-from .values import CREATED, TIMEOUT, USER, USER_DETAILS, BadValue
+from .values import (
+    CREATED,
+    TIMEOUT,
+    USER,
+    USER_DETAILS,
+    BadValue,
+    parse_created,
+    parse_timeout,
+)
 
 if TYPE_CHECKING:
     from pyramid.request import Request
@@ -310,10 +318,10 @@ class UserSessions:
         try:
             if seal.open(USER, user_v)[0] != user_payload(user):
                 return None
-            created = float(seal.open(CREATED, created_v)[0])
+            created = parse_created(seal.open(CREATED, created_v)[0])
             timeout = self._factory.timeout
             if timeout_v is not None:
-                timeout = int(float(seal.open(TIMEOUT, timeout_v)[0])) or None
+                timeout = parse_timeout(seal.open(TIMEOUT, timeout_v)[0]) or None
             details = (
                 {}
                 if details_v is None

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "FLASH",
     "FLASH_ORDER_SIZE",
     "FORMAT",
+    "MAX_CREATED_SIZE",
+    "MAX_SECONDS",
     "RESERVED",
     "TIMEOUT",
     "USER",
@@ -48,6 +51,8 @@ __all__ = [
     "flash_queue",
     "key_name",
     "parse",
+    "parse_created",
+    "parse_timeout",
 ]
 
 #: Names the format in every MAC; the value's first byte is its version.
@@ -75,8 +80,41 @@ FLASH = b"\xffflash:"
 FLASH_ORDER_SIZE = 28
 
 
+#: The longest timeout a setting or a session may have, in seconds (over
+#: 300 years): every expiry a script derives from it is then an integer that
+#: Lua prints as digits and Redis's ``EXPIRE`` takes.
+MAX_SECONDS = 10**10
+#: The longest :data:`CREATED` payload: ``repr()`` of a float written in
+#: digits, which ``repr()`` uses from 1e-4 to 1e16.
+MAX_CREATED_SIZE = 24
+_CREATED_FORM = re.compile(rb"[0-9]+\.[0-9]+")
+_TIMEOUT_FORM = re.compile(rb"0|[1-9][0-9]*")
+
+
 class BadValue(ValueError):
     """A stored value is not one this application wrote."""
+
+
+def parse_created(payload: bytes) -> float:
+    """The time in a :data:`CREATED` payload, which the application writes
+    as ``repr()`` of a float; :class:`BadValue` for any other form. The load
+    script accepts exactly the same."""
+    if len(payload) > MAX_CREATED_SIZE or not _CREATED_FORM.fullmatch(payload):
+        raise BadValue("the creation time is not a number as the application writes it")
+    return float(payload)
+
+
+def parse_timeout(payload: bytes) -> int:
+    """The timeout in a :data:`TIMEOUT` payload, which the application writes
+    as ``str()`` of an int from 0 (no expiry) to
+    :data:`MAX_SECONDS`; :class:`BadValue` for any other form. The load
+    script accepts exactly the same."""
+    if len(payload) > len(str(MAX_SECONDS)) or not _TIMEOUT_FORM.fullmatch(payload):
+        raise BadValue("the timeout is not a number as the application writes it")
+    seconds = int(payload)
+    if seconds > MAX_SECONDS:
+        raise BadValue("the timeout is not a number as the application writes it")
+    return seconds
 
 
 def field_name(key: str) -> bytes:
@@ -248,17 +286,17 @@ def parse(
                 except ValueError:  # BadValue, or a queue that is not UTF-8
                     record.problems[name] = "is not a well-formed flash field"
         elif name in (CREATED, TIMEOUT):
+            # Only the form the application writes (and the load script
+            # accepts): see parse_created and parse_timeout.
             try:
-                number = float(payload)
-            except ValueError:
+                if name == CREATED:
+                    record.created = parse_created(payload)
+                else:
+                    record.timeout = parse_timeout(payload)
+            except BadValue:
                 if strict:
-                    raise BadValue("a reserved field is not a number") from None
+                    raise
                 record.problems[name] = "is not a number"
-                continue
-            if name == CREATED:
-                record.created = number
-            else:
-                record.timeout = int(number)
         elif name == USER:
             record.user = key_name(payload)
         elif name == USER_DETAILS:

@@ -7,12 +7,15 @@ No Redis server: :mod:`pyramid_redis_sessions.legacy` is pure.
 from __future__ import annotations
 
 import base64
+import collections
 import datetime
+import decimal
 import hashlib
 import hmac
 import json
 import os
 import pickle
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +31,11 @@ from pyramid_redis_sessions.legacy import (
     LegacyCookies,
     LegacyKind,
     LegacySession,
+    RefusedGlobal,
+    RestrictedLoads,
     decode_value,
 )
-from tests.stored import evil_pickle
+from tests.stored import CreatesFile, evil_pickle
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ONE_X = "pyramid_redis_sessions-1.0.1.json"
@@ -450,3 +455,152 @@ class TestDecodeValue:
             with pytest.raises(BadLegacyValue) as info:
                 decode_value(LegacyKind.REDIS_SESSIONS_1, raw)
             assert secret not in str(info.value)
+
+
+class Basket:
+    """An application's class, allowed by name in the tests below."""
+
+    def __init__(self, items: list[str]) -> None:
+        self.items = items
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Basket and other.items == self.items
+
+
+#: Where Basket was before it moved, as old pickles name it.
+MovedBasket = Basket
+
+#: Values of every type legacy pickles may hold without legacy_pickle_allow.
+SAFE_VALUES = [
+    {"a": 1},
+    [1, "x"],
+    (1,),
+    {1, 2},
+    frozenset({3}),
+    "text",
+    b"bytes",
+    bytearray(b"array"),
+    -(10**30),
+    1.5,
+    2j,
+    True,
+    None,
+    datetime.date(2024, 5, 17),
+    datetime.time(12, 30, tzinfo=datetime.timezone.utc),
+    datetime.datetime(2024, 5, 17, 12, 30, tzinfo=datetime.timezone.utc),
+    datetime.timedelta(days=1, seconds=5),
+    datetime.timezone(datetime.timedelta(hours=2), "CEST"),
+    decimal.Decimal("1.50"),
+    uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    collections.OrderedDict(a=1, b=2),
+    collections.defaultdict(list, a=[1]),
+    collections.deque([1, 2], maxlen=5),
+    collections.Counter("abracadabra"),
+]
+
+
+class TestRestrictedLoads:
+    @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+    @pytest.mark.parametrize("value", SAFE_VALUES, ids=lambda v: type(v).__name__)
+    def test_the_types_sessions_keep_load_with_every_protocol(
+        self, value: Any, protocol: int
+    ) -> None:
+        loaded = RestrictedLoads()(pickle.dumps(value, protocol))
+        assert loaded == value and type(loaded) is type(value)
+        if isinstance(value, collections.deque):
+            assert loaded.maxlen == value.maxlen
+
+    @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+    def test_a_pickle_that_creates_a_file_is_refused_and_runs_nothing(
+        self, tmp_path: Path, protocol: int
+    ) -> None:
+        target = tmp_path / "pwned"
+        envelope = {
+            "managed_dict": {"a": 1, "x": CreatesFile(target)},
+            "created": 1.5,
+            "timeout": 5,
+        }
+        raw = pickle.dumps(envelope, protocol)
+        with pytest.raises(BadLegacyValue) as info:
+            decode_value(LegacyKind.REDIS_SESSIONS_1, raw)
+        assert "'io.open'" in str(info.value)
+        assert not target.exists()
+        with pytest.raises(RefusedGlobal) as refused:
+            RestrictedLoads()(raw)
+        assert refused.value.name == "io.open"
+        assert not target.exists()
+
+    @pytest.mark.parametrize(
+        ("raw", "name"),
+        [
+            (b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x04true\x85R.", "os.system"),
+            (b"cos\nsystem\n(S'true'\ntR.", "os.system"),
+            (b"c__builtin__\neval\n(S'1'\ntR.", "__builtin__.eval"),
+            (b"\x80\x04\x8c\x08builtins\x8c\x04type\x93N\x85R.", "builtins.type"),
+            (b"\x80\x04\x8c\x08builtins\x8c\x07getattr\x93.", "builtins.getattr"),
+            (b"\x80\x04\x8c\x07copyreg\x8c\x0a_newobj_ex\x93.", "copyreg._newobj_ex"),
+            (b"\x80\x04\x8c\x08builtins\x8c\x05open\n\x93.", "builtins.open\n"),
+        ],
+        ids=lambda v: repr(v)[:30],
+    )
+    def test_any_other_global_is_refused_by_name(self, raw: bytes, name: str) -> None:
+        with pytest.raises(RefusedGlobal) as info:
+            RestrictedLoads()(raw)
+        assert info.value.name == name
+        with pytest.raises(BadLegacyValue) as bad:
+            decode_value(LegacyKind.SESSION_REDIS, raw)
+        assert repr(name) in str(bad.value) and "\n" not in str(bad.value)
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            # bytearray(10**12): a terabyte from a few bytes of pickle.
+            b"\x80\x04\x8c\x08builtins\x8c\tbytearray\x93\x8a\x06\x00\x10\xa5\xd4\xe8\x00\x85R.",
+            b"\x80\x04\x8c\x08builtins\x8c\x05bytes\x93\x8a\x06\x00\x10\xa5\xd4\xe8\x00\x85R.",
+            # NEWOBJ of bytes: bytes.__new__(bytes, 10**12).
+            b"\x80\x04\x8c\x08builtins\x8c\x05bytes\x93\x8a\x06\x00\x10\xa5\xd4\xe8\x00\x85\x81.",
+            # copyreg._reconstructor(list, bytearray, 10**12) calls bytearray.__init__.
+            b"\x80\x02ccopy_reg\n_reconstructor\nc__builtin__\nlist\nc__builtin__\n"
+            b"bytearray\n\x8a\x06\x00\x10\xa5\xd4\xe8\x00\x87R.",
+            # Another codec than the Latin-1 that pickles of bytes use.
+            b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x04\x00\x00\x00zlib\x86R.",
+            b"\x80\x04P0\n.",  # a persistent id
+        ],
+        ids=[
+            "bytearray-size",
+            "bytes-size",
+            "bytes-newobj",
+            "reconstructor",
+            "codec",
+            "pid",
+        ],
+    )
+    def test_the_allowed_globals_cannot_be_turned_against_the_process(
+        self, raw: bytes
+    ) -> None:
+        with pytest.raises(pickle.UnpicklingError):
+            RestrictedLoads()(raw)
+
+    def test_a_class_allowed_by_the_application_loads(self) -> None:
+        raw = pickle.dumps({"m": {"b": Basket(["x"])}, "c": 1, "v": 1})
+        with pytest.raises(BadLegacyValue, match=r"'tests\.test_legacy\.Basket'"):
+            decode_value(LegacyKind.SESSION_REDIS, raw)
+        session = decode_value(LegacyKind.SESSION_REDIS, raw, RestrictedLoads([Basket]))
+        assert session.data == {"b": Basket(["x"])}
+
+    def test_a_class_allowed_by_its_old_name_loads_from_old_pickles(self) -> None:
+        """A class that moved since (and is still importable under its old
+        name) is allowed under the name the setting gives, as old pickles
+        spell it."""
+        raw = pickle.dumps(Basket(["x"]), 0).replace(b"\nBasket\n", b"\nMovedBasket\n")
+        assert b"MovedBasket" in raw
+        with pytest.raises(RefusedGlobal, match="MovedBasket"):
+            RestrictedLoads([Basket])(raw)
+        for name in ("tests.test_legacy.MovedBasket", "tests.test_legacy:MovedBasket"):
+            assert RestrictedLoads([(name, Basket)])(raw) == Basket(["x"])
+
+    def test_the_fixtures_name_only_safe_globals(self) -> None:
+        """What the recorded values need is what is allowed by default."""
+        for _, case in CASES:
+            raw = raw_value(case)
+            assert RestrictedLoads()(raw) == pickle.loads(raw)

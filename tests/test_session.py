@@ -245,6 +245,8 @@ def test_adjust_timeout_for_session(app: App, server: BaseServer, prefix: str) -
 def test_adjust_timeout_rejects_nonsense(session: RedisSession) -> None:
     with pytest.raises(ValueError, match="timeout_seconds"):
         session.adjust_timeout_for_session(-1)
+    with pytest.raises(ValueError, match="timeout_seconds"):
+        session.adjust_timeout_for_session(10**10 + 1)  # the load script's bound
     session.adjust_timeout_for_session(0)
     assert session.timeout is None
 

@@ -3,6 +3,8 @@ start-up, bad ones named in a ConfigurationError."""
 
 from __future__ import annotations
 
+import fractions
+import pickle
 import re
 import warnings
 from typing import Any
@@ -141,6 +143,12 @@ def test_serialize_and_deserialize_pair() -> None:
     [
         ("timeout", "twenty", "seconds"),
         ("timeout", "-5", "seconds"),
+        ("timeout", "10000000001", "seconds up to 10000000000"),
+        ("absolute_timeout", "1e20", "seconds up to 10000000000"),
+        ("legacy_pickle_allow", "no.such.Thing", "dotted names of classes"),
+        ("legacy_pickle_allow", "os.getcwd", "'os.getcwd' is not a class"),
+        ("max_session_size", "-1", "whole number of bytes"),
+        ("max_session_size", "1MB", "whole number of bytes"),
         ("cookie_max_age", "soon", "seconds"),
         ("cookie_secure", "maybe", "true or false"),
         ("cookie_samesite", "sometimes", "Lax, Strict, None"),
@@ -457,3 +465,22 @@ class TestForkSettingsInAnIniFile:
         config.commit()
         factory = config.registry.queryUtility(ISessionFactory)
         assert factory.store.client.connection_pool.connection_kwargs["db"] == 3
+
+
+def test_max_session_size_defaults_to_one_mebibyte_and_zero_is_no_limit() -> None:
+    assert from_settings().max_session_size == 1 << 20
+    assert from_settings(max_session_size="0").max_session_size is None
+    assert from_settings(max_session_size="2048").max_session_size == 2048
+    assert RedisSessionFactory("s", max_session_size=None).max_session_size is None
+
+
+def test_legacy_pickle_allow_takes_classes_or_their_dotted_names() -> None:
+    third = pickle.dumps(fractions.Fraction(1, 3))
+    assert RedisSessionFactory("s").legacy_loads is not pickle.loads
+    with pytest.raises(pickle.UnpicklingError, match=r"fractions\.Fraction"):
+        RedisSessionFactory("s").legacy_loads(third)
+    for allow in ("fractions.Fraction", "fractions:Fraction\n  decimal.Decimal"):
+        f = from_settings(legacy_pickle_allow=allow)
+        assert f.legacy_loads(third) == fractions.Fraction(1, 3)
+    f = RedisSessionFactory("s", legacy_pickle_allow=[fractions.Fraction])
+    assert f.legacy_loads(third) == fractions.Fraction(1, 3)

@@ -10,10 +10,13 @@ import pytest
 from pyramid_redis_sessions.values import (
     CREATED,
     FORMAT,
+    MAX_SECONDS,
     BadValue,
     FieldCodec,
     field_name,
     key_name,
+    parse_created,
+    parse_timeout,
 )
 
 
@@ -84,3 +87,60 @@ def test_the_example_in_the_storage_docs() -> None:
     tag = bytes.fromhex("22 74 f5 02 2b cf a9 20 41 02 cf 35 dd 92 e6 b6")
     value = FieldCodec("s3cret").for_session("id1").seal(b"user", payload)
     assert value == b"\x02" + tag + payload
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [repr(1733352540.1234567).encode(), b"1.5", b"0.0", repr(1e15).encode()],
+)
+def test_creation_times_as_the_application_writes_them_parse(payload: bytes) -> None:
+    assert parse_created(payload) == float(payload)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"1e20",
+        b"inf",
+        b"nan",
+        b"-5.0",
+        b"1733352540",
+        b" 1.5",
+        b"1.5\n",
+        b"1_0.5",
+        b"\xd9\xa1.5",
+        b"1" * 30 + b".5",
+    ],
+)
+def test_creation_times_in_other_forms_are_bad_values(payload: bytes) -> None:
+    with pytest.raises(BadValue):
+        parse_created(payload)
+
+
+@pytest.mark.parametrize("seconds", [0, 1, 1200, MAX_SECONDS])
+def test_timeouts_as_the_application_writes_them_parse(seconds: int) -> None:
+    assert parse_timeout(str(seconds).encode()) == seconds
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"1.5",
+        b"1e20",
+        b"inf",
+        b"nan",
+        b"abc",
+        b"-5",
+        b"05",
+        b"+5",
+        b" 5",
+        b"9" * 400,
+        str(MAX_SECONDS + 1).encode(),
+        b"\xd9\xa1",
+    ],
+)
+def test_timeouts_in_other_forms_are_bad_values(payload: bytes) -> None:
+    with pytest.raises(BadValue):
+        parse_timeout(payload)
