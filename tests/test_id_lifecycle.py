@@ -153,7 +153,7 @@ def _assert_late_response_changed_nothing(
 def test_late_regenerate_after_a_logout_stays_logged_out(
     topology: Topology, prefix: str, pause: Pause
 ) -> None:
-    testapp = make(topology.options, prefix, pause)
+    testapp = make(topology.options, prefix, pause, user_key="user")
     _, cookie = login(testapp)
 
     def logout() -> None:
@@ -163,6 +163,9 @@ def test_late_regenerate_after_a_logout_stays_logged_out(
     res = pause.run(browser_tab(testapp, cookie), SLOW_LOGIN, logout)
     _assert_late_response_changed_nothing(res, pause)
     assert session_keys(topology, prefix) == []
+    # Nor is the new id left in the user's index (on Cluster it was listed
+    # before the old key was found gone).
+    assert topology.keys(prefix + "user:*") == []
     # The browser, whatever cookie it keeps, is logged out.
     assert results(browser_tab(testapp, cookie).get("/do?op=get:user")) == [None]
 

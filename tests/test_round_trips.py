@@ -198,6 +198,30 @@ def test_regenerate_id_is_one_move_or_two_steps_on_cluster_and_keeps_data(
     assert results(testapp.get("/do?op=items&op=id")) == [[["a", "1"]], new_id]
 
 
+def test_regenerate_id_of_a_bound_session_moves_its_index_entry_with_it(
+    app: App, server: Topology, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    """On one server the move script updates the index itself; on Cluster
+    the new id is listed with the create, and the old one unlisted once its
+    key is deleted (one round trip more)."""
+    testapp = app(user_key="uid")
+    results(testapp.get("/do?op=set:uid:ann&op=id"))
+    round_trips.reset()
+    new_id = results(testapp.get("/do?op=regenerate&op=id"))[1]
+    if server.kind == "cluster":
+        assert round_trips.commands == [
+            ["EVALSHA"],
+            ["EVALSHA", "EVALSHA"],
+            ["DEL"],
+            ["EVALSHA"],
+        ]
+    else:
+        assert round_trips.commands == [["EVALSHA"], ["EVALSHA"]]
+        assert script(round_trips, 1) == b"move"
+    (index,) = keys(server, prefix + "user:")
+    assert server.client().zrange(index, 0, -1) == [new_id.encode()]
+
+
 def test_regenerate_on_a_new_session_is_one_set(
     app: App, round_trips: RoundTripCounter
 ) -> None:
