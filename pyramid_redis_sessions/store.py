@@ -3,7 +3,9 @@
 A session is one hash at ``prefix + session_id`` (see
 :mod:`pyramid_redis_sessions.values`). Each public method of
 :class:`RedisStore` is exactly one round trip, and every command or script
-touches one key, so all of it is valid on Redis Cluster:
+touches one key, so all of it is valid on Redis Cluster; the one exception
+is ``move``, whose script touches two keys and is sent only outside
+Cluster (on Cluster it is done in steps):
 
 ========================================  ==================================
 ``load(id, timeout, absolute, now)``      ``EVALSHA load``: ``HGETALL``,
@@ -15,6 +17,12 @@ touches one key, so all of it is valid on Redis Cluster:
                                           replaced keys in the same
                                           pipeline (on Cluster, sent to
                                           each key's node at once)
+``move(old_key, id, fields, ttl)``        ``EVALSHA move`` on both keys:
+                                          the new session created only if
+                                          the old one exists, then the old
+                                          one deleted (on Cluster, see
+                                          :meth:`RedisStore.move`: the
+                                          create, then the ``DEL``)
 ``save(id, fields, deleted, ttl)``        ``EVALSHA write``: the delta and
                                           the expiry, only if the session
                                           still exists

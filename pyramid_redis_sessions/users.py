@@ -64,7 +64,15 @@ the per-session reads are pipelined per node):
 * binding save: the save's own, plus (without ``absolute_timeout``, only
   when there are suspects) 2 to look at them and fix the index;
 * :meth:`UserSessions.list`: 2, plus 1 when the index needs fixing;
-* :meth:`UserSessions.end`, :meth:`UserSessions.end_all`: 2.
+* :meth:`UserSessions.end`, :meth:`UserSessions.end_all`: 2 (``end_all``:
+  2 more, at most twice, when a listed session was found gone).
+
+A ``regenerate_id()`` of a bound session moves its entry as it moves the
+session, claimed then committed: the new id is listed before (Cluster) or
+as (one server, in the move script) the old key is deleted, and the old id
+unlisted only once it is; a move that finds the old session ended leaves
+no entry. So every live session is listed at every moment, which
+:meth:`UserSessions.end_all` relies on.
 
 Handles
 -------
