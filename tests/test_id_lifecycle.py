@@ -525,3 +525,36 @@ def test_a_move_retried_after_its_reply_was_lost_is_not_taken_for_ended(
         b"\xffcreated": b"sealed-for-new",
         b"a": b"1",
     }
+
+
+@pytest.mark.topology
+def test_a_move_to_an_id_in_use_tries_another(
+    topology: Topology, prefix: str, pause: Pause
+) -> None:
+    """A custom id_generator that repeats: the move is refused without a
+    change and made again under the next id."""
+    ids = ["one-" + secrets.token_urlsafe(8), "two-" + secrets.token_urlsafe(8)]
+    queue = [ids[0], ids[1], ids[1], "three"]
+    testapp = make(topology.options, prefix, pause, id_generator=lambda: queue.pop(0))
+    _, cookie = login(testapp)
+    other = webtest.TestApp(testapp.app)
+    assert results(other.get("/do?op=set:user:bob&op=id")) == [None, ids[1]]
+    res = browser_tab(testapp, cookie).get("/do?op=regenerate")
+    moved = browser_tab(testapp, cookie_set(res))
+    assert results(moved.get("/do?op=get:user&op=id")) == ["ann", "three"]
+    expected = sorted((prefix + i).encode() for i in (ids[1], "three"))
+    assert session_keys(topology, prefix) == expected
+    assert results(other.get("/do?op=get:user")) == ["bob"]
+
+
+def test_a_move_after_a_script_flush_loads_the_script(
+    server: BaseServer, prefix: str, pause: Pause
+) -> None:
+    testapp = make({"url": server.url}, prefix, pause)
+    _, cookie = login(testapp)
+    server.admin().script_flush()
+    res = browser_tab(testapp, cookie).get("/do?op=get:user&op=regenerate")
+    assert results(browser_tab(testapp, cookie_set(res)).get("/do?op=get:user")) == [
+        "ann"
+    ]
+    assert len(session_keys(server, prefix)) == 1
