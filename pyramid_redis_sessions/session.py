@@ -357,9 +357,9 @@ class RedisSession:
         """Load the session 1.x or pyramid_session_redis stored under the key
         a verified legacy cookie names, to be moved to a new id in the new
         format when the response goes, as ``regenerate_id()`` moves one
-        (the old key deleted once the new one exists, in that same round
-        trip outside Cluster). The value is an unsigned pickle: this is the only path
-        that reads one, and only for a cookie signed with the secret."""
+        (the old key deleted once the new one exists). The value is an
+        unsigned pickle: this is the only path that reads one, and only for
+        a cookie signed with the secret."""
         key = cookie.redis_key
         try:
             raw, ttl = self._get_store().load_legacy(key)
