@@ -227,8 +227,8 @@ INDEX = Script(
 # is the creation time, sealed for the new id), then for each index the
 # number M of its arguments and those M (INDEX's ARGV). The claim, then the
 # commit, in one atomic step: nothing is written unless the old session
-# still exists and the new id is free; then the new session is created,
-# the old one deleted and the indexes updated. Returns {1, the suspects of
+# still exists and the new id is free; then the indexes are updated, the
+# new session created and the old one deleted. Returns {1, the suspects of
 # each index} when moved, {0} when the new id is taken, {-1} when the old
 # session is gone (nothing changed either way). A retry of a move whose
 # reply was lost finds its own new key (that creation field, sealed for
@@ -242,12 +242,9 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   return {-1}
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {0} end
+-- The indexes first: a script is not rolled back, and an index that fails
+-- (a key of another type) must fail before the sessions are touched.
 local last = 2 + 2 * tonumber(ARGV[2])
-for i = 3, last, 400 do
-  redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 399, last)))
-end
-if ARGV[1] ~= '' then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
-redis.call('DEL', KEYS[1])
 local reply = {1}
 local at = last + 1
 for k = 3, #KEYS do
@@ -255,6 +252,11 @@ for k = 3, #KEYS do
   reply[#reply + 1] = update_index(KEYS[k], {unpack(ARGV, at + 1, at + m)})
   at = at + 1 + m
 end
+for i = 3, last, 400 do
+  redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 399, last)))
+end
+if ARGV[1] ~= '' then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+redis.call('DEL', KEYS[1])
 return reply
 """,
 )

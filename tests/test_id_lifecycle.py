@@ -558,3 +558,21 @@ def test_a_move_after_a_script_flush_loads_the_script(
         "ann"
     ]
     assert len(session_keys(server, prefix)) == 1
+
+
+def test_a_move_that_fails_on_a_corrupt_index_changes_no_session(
+    server: BaseServer, prefix: str, pause: Pause
+) -> None:
+    """A script is not rolled back: the move updates the index before it
+    touches the sessions, so an index key of another type fails it first."""
+    from pyramid_redis_sessions.users import index_key
+
+    testapp = make({"url": server.url}, prefix, pause, user_key="user")
+    session_id, cookie = login(testapp)
+    server.client().set(index_key(prefix, "ann"), "not a sorted set")
+    with pytest.raises(ValueError):
+        browser_tab(testapp, cookie).get("/do?op=get:user&op=regenerate")
+    assert session_keys(server, prefix) == [(prefix + session_id).encode()]
+    server.client().delete(index_key(prefix, "ann"))
+    got = results(browser_tab(testapp, cookie).get("/do?op=get:user&op=id"))
+    assert got == ["ann", session_id]
