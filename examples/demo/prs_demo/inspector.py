@@ -23,14 +23,18 @@ import redis
 from pyramid.events import NewResponse
 from pyramid.request import Request
 
-from pyramid_redis_sessions.store import LOAD, SCRIPTS, WRITE
+from pyramid_redis_sessions.store import LOAD, MOVE, SCRIPTS, WRITE
 from pyramid_redis_sessions.testing import RoundTripCounter, split_packed
 
 #: The commands of the request being served by this thread, if any.
 _current: ContextVar[list[list[tuple[bytes, ...]]] | None] = ContextVar(
     "prs_demo_round_trips", default=None
 )
-_SCRIPTS = {LOAD.sha.encode(): "load", WRITE.sha.encode(): "write"}
+_SCRIPTS = {
+    LOAD.sha.encode(): "load",
+    WRITE.sha.encode(): "write",
+    MOVE.sha.encode(): "move",
+}
 _KEEP = 1000  # records of recent sessions kept in memory
 
 
