@@ -68,7 +68,11 @@ class Pause:
         config.add_subscriber(self.regenerated.append, SessionIdRegenerated)
 
     def run(
-        self, tab: webtest.TestApp, url: str, meanwhile: Callable[[], Any]
+        self,
+        tab: webtest.TestApp,
+        url: str,
+        meanwhile: Callable[[], Any],
+        **kwargs: Any,
     ) -> webtest.TestResponse:
         """A's request through ``url`` in a thread, ``meanwhile`` run while
         it waits between its load and its late part; A's response."""
@@ -76,7 +80,7 @@ class Pause:
 
         def request_a() -> None:
             try:
-                out["response"] = tab.get(url, status="*")
+                out["response"] = tab.get(url, status="*", **kwargs)
             except BaseException as e:  # reported below, failing the test
                 out["error"] = e
 
@@ -245,21 +249,16 @@ def test_late_move_of_a_legacy_session_that_ended_meanwhile_creates_nothing(
     its key went meanwhile, nothing is created and no cookie set."""
     store_legacy(server, LEGACY_KEY, one_x_envelope({"user": "ann"}), 600)
     testapp = make({"url": server.url}, "", pause)
-    tab = webtest.TestApp(testapp.app, extra_environ={})
-    out: dict[str, Any] = {}
 
-    def request_a() -> None:
-        out["res"] = tab.get("/slow?op=get:user", headers=legacy_header(LEGACY_COOKIE))
+    def logout_by_the_old_app() -> None:
+        assert server.client().delete(LEGACY_KEY) == 1
 
-    thread = threading.Thread(target=request_a)
-    thread.start()
-    try:
-        assert pause.loaded.wait(30)
-        assert server.client().delete(LEGACY_KEY) == 1  # a logout by the old app
-    finally:
-        pause.go.set()
-        thread.join(60)
-    res = out["res"]
+    res = pause.run(
+        webtest.TestApp(testapp.app),
+        "/slow?op=get:user",
+        logout_by_the_old_app,
+        headers=legacy_header(LEGACY_COOKIE),
+    )
     assert results(res) == [["ann"], []]
     assert "Set-Cookie" not in res.headers
     assert server.client().keys("*") == []
