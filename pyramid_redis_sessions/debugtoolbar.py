@@ -61,7 +61,7 @@ from .events import (
     StoreUnavailable,
     key_digest,
 )
-from .store import END, INDEX, LOAD, WRITE
+from .store import END, INDEX, LOAD, MOVE, WRITE
 from .testing import CountingConnectionMixin, RoundTripCounter, split_packed
 
 __all__ = ["RedisSessionPanel", "SessionReport", "includeme", "report_for"]
@@ -81,6 +81,7 @@ _SCRIPTS = {
     for script, name in (
         (LOAD, "load"),
         (WRITE, "write"),
+        (MOVE, "move"),
         (INDEX, "index"),
         (END, "end"),
     )

@@ -63,7 +63,7 @@ from .exceptions import (
 from .handles import Handles
 from .legacy import LegacyCookie, LegacySession, RestrictedLoads, decode_value
 from .serializers import Serializer
-from .store import RedisStore
+from .store import GONE, MOVED, RedisStore
 from .users import IndexChanges, UserSessions, details_payload, user_payload
 from .values import (
     CREATED,
@@ -245,10 +245,15 @@ class RedisSession:
         self._seal: SessionSeal | None = None
         self._loaded = False
         self._registered = False
-        #: Keys to delete when the response goes: ended sessions', and a
-        #: legacy session's old key.
+        #: Keys to delete when the response goes, whatever else happens:
+        #: ended sessions' and bad values'.
         self._doomed: list[str] = []
-        #: (user, id) of bound sessions this request ended or moved.
+        #: The key of the session this one moves away from when saved
+        #: (``regenerate_id()``'s old id, a legacy session's key): claimed,
+        #: then committed, so the new session is created only if that key
+        #: still exists, and it is deleted only once the new one exists.
+        self._claim: str | None = None
+        #: (user, id) of bound sessions this request ended.
         self._unindex: list[tuple[str, str]] = []
         self._invalidated: list[str] = []  # the doomed ids invalidate() ended
         self._regenerated_from: str | None = None  # the id regenerate_id() left
@@ -384,9 +389,10 @@ class RedisSession:
     def _load_legacy(self, cookie: LegacyCookie) -> None:
         """Load the session 1.x or pyramid_session_redis stored under the key
         a verified legacy cookie names, to be moved to a new id in the new
-        format when the response goes (the old key deleted in that same
-        round trip). The value is an unsigned pickle: this is the only path
-        that reads one, and only for a cookie signed with the secret."""
+        format when the response goes, as ``regenerate_id()`` moves one
+        (the old key deleted once the new one exists). The value is an
+        unsigned pickle: this is the only path that reads one, and only for
+        a cookie signed with the secret."""
         key = cookie.redis_key
         try:
             raw, ttl = self._get_store().load_legacy(key)
@@ -395,7 +401,6 @@ class RedisSession:
             return
         if raw is None:
             return  # expired: a fresh session, and the cookie is cleared
-        self._doom_key(key)
         try:
             legacy = decode_value(cookie.kind, raw, self._factory.legacy_loads)
             self._check_serializable(legacy)
@@ -404,7 +409,9 @@ class RedisSession:
             return
         absolute = self._factory.absolute_timeout
         if absolute is not None and legacy.created + absolute <= time.time():
+            self._doom_key(key)
             return  # past its deadline: gone, as the load script would say
+        self._claim = key
         if legacy.dropped_keys:
             log.warning(
                 "legacy session at %s had keys that are not str, which the new "
@@ -481,6 +488,8 @@ class RedisSession:
     def _doom_key(self, key: str) -> None:
         if key not in self._doomed:
             self._doomed.append(key)
+        if key == self._claim:
+            self._claim = None  # ended, not moved: nothing is carried over
 
     def _reject(self, session_id: str, reason: str) -> None:
         log.warning(
@@ -669,7 +678,7 @@ class RedisSession:
         """
         self._check_size()
         if self._stored_id is None:
-            if self._dirty:
+            if self._dirty or self._claim is not None:
                 return self._create()  # deletes what is doomed, in its round trip
         else:
             changes, deleted = self._delta()
@@ -860,32 +869,75 @@ class RedisSession:
                 fields += [USER_DETAILS, seal.seal(USER_DETAILS, details)]
         return fields
 
-    def _create(self) -> str:
+    def _create(self) -> Any:
+        """Store this session under a new id: its id, or ``_ENDED`` when it
+        was to move from a session that ended meanwhile.
+
+        The keys of ended sessions are deleted in the same round trip, even
+        if the create then fails: the user asked for them to end. A move
+        (``_claim``) is claimed, then committed (:meth:`RedisStore.move`).
+        """
         store = self._get_store()
+        if self._claim is not None and self._doomed:  # pragma: no cover
+            # Not reached: ending a session ends its move too (_doom_key).
+            store.delete(*self._doomed, index=self._index_changes().updates)
+            self._doomed.clear()
+            self._unindex.clear()
         replacing = tuple(self._doomed)
         user = self._binding()[0]
         for _ in range(_CREATE_TRIES):
             session_id = self.session_id
             fields = self._all_fields(self._seal_for(session_id))
-            index = self._index_changes()
-            if user is not None:
-                index.add(user, session_id, self._index_score())
-            if store.create(
-                session_id,
-                fields,
-                self._ttl(),
-                replacing,
-                index=index.updates,
-            ):
+            if self._claim is None:
+                index = self._index_changes()
+                if user is not None:
+                    index.add(user, session_id, self._index_score())
+                created = store.create(
+                    session_id, fields, self._ttl(), replacing, index=index.updates
+                )
+                replacing = ()  # deleted by the first try
+            else:
+                index = self._move_index_changes(session_id, user)
+                moved = store.move(
+                    self._claim, session_id, fields, self._ttl(), index=index.updates
+                )
+                if moved == GONE:
+                    log.info(
+                        "session %s ended during the request; its move to a "
+                        "new id is dropped",
+                        self._describe_claim(),
+                    )
+                    return _ENDED
+                created = moved == MOVED
+            if created:
                 self._stored_id = session_id
                 index.check_suspects(self._factory, store)
                 return session_id
-            replacing = ()  # deleted by the first try
             self._id = None
         raise SessionStoreError(
             f"no free session id in {_CREATE_TRIES} tries: id_generator "
             "returns ids that are already in use"
         )
+
+    def _move_index_changes(self, session_id: str, user: str | None) -> IndexChanges:
+        """The index updates of a move, applied only if it commits: the old
+        id's entry out, the new one's in."""
+        index = IndexChanges(
+            self._factory.prefix, self._factory.absolute_timeout is not None
+        )
+        old = self._regenerated_from
+        if self._user is not None and old is not None:
+            index.remove(self._user, old)
+        if user is not None:
+            index.add(user, session_id, self._index_score())
+        return index
+
+    def _describe_claim(self) -> str:
+        """Name the key a move comes from in logs."""
+        if self._regenerated_from is not None:
+            return self._describe(self._regenerated_from)
+        assert self._claim is not None
+        return self._describe_legacy(self._claim)
 
     # -- ISession --------------------------------------------------------
 
@@ -927,6 +979,8 @@ class RedisSession:
             self._invalidated.append(old)
             if self._user is not None:
                 self._unindex.append((self._user, old))
+        if self._claim is not None:  # a legacy session's key, loaded
+            self._doom_key(self._claim)
         legacy = self._cookie.legacy
         if legacy is not None and not self._loaded:
             self._doom_key(legacy.redis_key)  # deleted unread
@@ -940,13 +994,19 @@ class RedisSession:
         Call it when privileges change (at login) so that an id planted in
         the browser beforehand is worth nothing afterwards.
 
+        The move happens when the response is saved, and only if the old
+        session still exists then: one that a logout, ``end_all()``, expiry
+        or another move ended meanwhile stays ended (the response sets no
+        cookie). The old key is deleted only once the new one exists: if
+        Redis cannot create it, the user keeps the old session and the
+        request gets a
+        :class:`~pyramid_redis_sessions.exceptions.SessionStoreUnavailable`.
+
         .. versionadded:: 2.0
         """
         self._load()
         if self._stored_id is not None:
-            self._doom(self._stored_id)
-            if self._user is not None:
-                self._unindex.append((self._user, self._stored_id))
+            self._claim = self._get_store().key(self._stored_id)
             self._regenerated_from = self._stored_id
             self._stored_id = None
             self._dirty = True

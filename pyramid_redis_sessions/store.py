@@ -5,7 +5,9 @@ sends goes through here (``psessions`` walks the store through
 A session is one hash at ``prefix + session_id`` (see
 :mod:`pyramid_redis_sessions.values`). Each public method of
 :class:`RedisStore` is exactly one round trip, and every command or script
-touches one key, so all of it is valid on Redis Cluster:
+touches one key, so all of it is valid on Redis Cluster; the one exception
+is ``move``, whose script touches two keys and is sent only outside
+Cluster (on Cluster it is done in steps):
 
 ========================================  ==================================
 ``load(id, timeout, absolute, now)``      ``EVALSHA load``: ``HGETALL``,
@@ -17,6 +19,12 @@ touches one key, so all of it is valid on Redis Cluster:
                                           replaced keys in the same
                                           pipeline (on Cluster, sent to
                                           each key's node at once)
+``move(old_key, id, fields, ttl)``        ``EVALSHA move`` on both keys:
+                                          the new session created only if
+                                          the old one exists, then the old
+                                          one deleted (on Cluster, see
+                                          :meth:`RedisStore.move`: the
+                                          create, then the ``DEL``)
 ``save(id, fields, deleted, ttl)``        ``EVALSHA write``: the delta and
                                           the expiry, only if the session
                                           still exists
@@ -55,8 +63,9 @@ call also loads it, once.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +79,19 @@ from .client import Client, describe_server
 from .exceptions import SessionStoreError, SessionStoreUnavailable
 from .values import MAX_CREATED_SIZE, MAX_SECONDS, BadValue
 
-__all__ = ["END", "INDEX", "LOAD", "SCRIPTS", "WRITE", "IndexUpdate", "RedisStore"]
+__all__ = [
+    "END",
+    "GONE",
+    "INDEX",
+    "LOAD",
+    "MOVE",
+    "MOVED",
+    "SCRIPTS",
+    "TAKEN",
+    "WRITE",
+    "IndexUpdate",
+    "RedisStore",
+]
 
 # KEYS[1]: the session. ARGV: default timeout ('' for none), absolute
 # timeout ('' for none), the time now. Reads the hash, finds the session's
@@ -196,30 +217,74 @@ return 1
 # session's real TTL (a score passed says nothing about a session that was
 # used since). Finally the key expires with its last deadline, or (scores
 # not being deadlines) persists; an emptied sorted set is deleted by Redis.
+_INDEX_FUNCTION = b"""
+local function update_index(key, argv)
+  local now = tonumber(argv[1])
+  local n = tonumber(argv[3])
+  if n > 0 then redis.call('ZREM', key, unpack(argv, 4, 3 + n)) end
+  for i = 4 + n, #argv, 2 do
+    redis.call('ZADD', key, 'GT', argv[i], argv[i + 1])
+  end
+  local suspects = {}
+  if argv[2] == '1' then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  else
+    suspects = redis.call('ZRANGEBYSCORE', key, '-inf', now)
+  end
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if #last == 0 then return suspects end
+  local deadline = tonumber(last[2])
+  if argv[2] == '1' and deadline < math.huge then
+    redis.call('EXPIREAT', key, math.ceil(deadline) + 1)
+  else
+    redis.call('PERSIST', key)
+  end
+  return suspects
+end
+"""
+
 INDEX = Script(
     None,  # type: ignore[arg-type]
-    b"""
-local now = tonumber(ARGV[1])
-local n = tonumber(ARGV[3])
-if n > 0 then redis.call('ZREM', KEYS[1], unpack(ARGV, 4, 3 + n)) end
-for i = 4 + n, #ARGV, 2 do
-  redis.call('ZADD', KEYS[1], 'GT', ARGV[i], ARGV[i + 1])
+    _INDEX_FUNCTION + b"return update_index(KEYS[1], ARGV)\n",
+)
+
+# KEYS[1]: the session moved away from (a hash, or a legacy package's
+# string), KEYS[2]: the new session, KEYS[3...]: user indexes. ARGV: the
+# TTL ('' for none), the number N of fields, N field/value pairs (the first
+# is the creation time, sealed for the new id), then for each index the
+# number M of its arguments and those M (INDEX's ARGV). The claim, then the
+# commit, in one atomic step: nothing is written unless the old session
+# still exists and the new id is free; then the indexes are updated, the
+# new session created and the old one deleted. Returns {1, the suspects of
+# each index} when moved, {0} when the new id is taken, {-1} when the old
+# session is gone (nothing changed either way). A retry of a move whose
+# reply was lost finds its own new key (that creation field, sealed for
+# that id, is written by nobody else) and answers 1 again.
+MOVE = Script(
+    None,  # type: ignore[arg-type]
+    _INDEX_FUNCTION
+    + b"""
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[4] then return {1} end
+  return {-1}
 end
-local suspects = {}
-if ARGV[2] == '1' then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-else
-  suspects = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('EXISTS', KEYS[2]) == 1 then return {0} end
+-- The indexes first: a script is not rolled back, and an index that fails
+-- (a key of another type) must fail before the sessions are touched.
+local last = 2 + 2 * tonumber(ARGV[2])
+local reply = {1}
+local at = last + 1
+for k = 3, #KEYS do
+  local m = tonumber(ARGV[at])
+  reply[#reply + 1] = update_index(KEYS[k], {unpack(ARGV, at + 1, at + m)})
+  at = at + 1 + m
 end
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if #last == 0 then return suspects end
-local deadline = tonumber(last[2])
-if ARGV[2] == '1' and deadline < math.huge then
-  redis.call('EXPIREAT', KEYS[1], math.ceil(deadline) + 1)
-else
-  redis.call('PERSIST', KEYS[1])
+for i = 3, last, 400 do
+  redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 399, last)))
 end
-return suspects
+if ARGV[1] ~= '' then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+redis.call('DEL', KEYS[1])
+return reply
 """,
 )
 
@@ -241,8 +306,11 @@ return 0
 """,
 )
 
+#: :meth:`RedisStore.move`'s answers.
+MOVED, TAKEN, GONE = 1, 0, -1
+
 #: Every script the store runs (tests preload them for exact counts).
-SCRIPTS = (LOAD, WRITE, INDEX, END)
+SCRIPTS = (LOAD, WRITE, INDEX, END, MOVE)
 
 
 @dataclass
@@ -311,6 +379,8 @@ class _Errors:
                 redis.exceptions.ClusterDownError,
                 redis.exceptions.TryAgainError,
                 redis.exceptions.RedisClusterException,
+                # maxmemory reached under noeviction: it passes.
+                redis.exceptions.OutOfMemoryError,
             ),
         ):
             server = describe_server(self.client, self.key)
@@ -405,6 +475,120 @@ class RedisStore:
                 _Call(args, WRITE, (key,)),
             ]
             return bool(self._with_index(calls, index)[-1])
+
+    def move(
+        self,
+        old_key: str,
+        session_id: str,
+        fields: Sequence[bytes],
+        ttl: int | None,
+        *,
+        index: Sequence[IndexUpdate] = (),
+    ) -> int:
+        """Move a session to ``session_id`` (``fields`` flat, sealed for the
+        new id, the creation time first): claimed, then committed. The new
+        session is created only if ``old_key`` (a whole key) still exists,
+        and ``old_key`` is deleted only once the new session exists; the
+        ``index`` updates are applied only with the move. :data:`MOVED`,
+        :data:`TAKEN` (``session_id`` is in use: nothing changed) or
+        :data:`GONE` (the old session ended meanwhile: nothing is kept).
+
+        On a standalone server or under Sentinel, one round trip: the
+        ``MOVE`` script does it all atomically. On Cluster, where the two
+        keys may live on two nodes, two: the new key is created (refusing
+        an id in use) with the index additions, then the old key is
+        deleted; if that ``DEL`` finds nothing, the new key is deleted
+        again (one more round trip, with its index entry). Then, only for
+        a bound session, the old id's index entry is removed. An error
+        while creating changes nothing that is not recovered (a key created
+        all the same is unreachable: its id was never sent); an error while
+        deleting the old key deletes the new one again, best effort, and is
+        raised: the old session stays the user's.
+        """
+        key = self.key(session_id)
+        if isinstance(self.client, RedisCluster):
+            return self._move_on_cluster(old_key, key, fields, ttl, index)
+        now = time.time()
+        args: list[Any] = [_ttl_arg(ttl), len(fields) // 2, *fields]
+        for update in index:
+            update_args = update.args(now)
+            args += [len(update_args), *update_args]
+        keys = (old_key, key, *(update.key for update in index))
+        with self._errors(key):
+            try:
+                reply = self.client.execute_command(  # type: ignore[no-untyped-call]
+                    "EVALSHA", MOVE.sha, len(keys), *keys, *args
+                )
+            except redis.exceptions.NoScriptError:
+                reply = MOVE(list(keys), args, self.client)
+        status = int(reply[0])
+        for update, suspects in zip(index, reply[1:], strict=False):
+            update.suspects = [m.decode("utf-8", "surrogatepass") for m in suspects]
+        return status
+
+    def _move_on_cluster(
+        self,
+        old_key: str,
+        key: str,
+        fields: Sequence[bytes],
+        ttl: int | None,
+        index: Sequence[IndexUpdate],
+    ) -> int:
+        adds = {
+            u.key: IndexUpdate(u.key, add=u.add, deadlines=u.deadlines)
+            for u in index
+            if u.add
+        }
+        args = ("create", _ttl_arg(ttl), len(fields) // 2, *fields)
+        with self._errors(key):
+            # The index first: whenever the old session is gone, the new
+            # one is already listed, so end_all() can find it.
+            calls = [_Call(args, WRITE, (key,))]
+            created = bool(self._with_index(calls, list(adds.values()))[0])
+        for update in index:
+            if update.key in adds:
+                update.suspects = adds[update.key].suspects
+        if not created:
+            return TAKEN
+        try:
+            with self._errors(old_key):
+                deleted = self.client.delete(old_key)
+        except SessionStoreError:
+            # Unknown whether the old key went: keep it the session, the
+            # safe side (rather than two live ids, the old one planted
+            # maybe). Best effort: the error raised is the DEL's.
+            with contextlib.suppress(redis.exceptions.RedisError):
+                self._drop_new(key, adds.values())
+            raise
+        if not deleted:
+            # Ended meanwhile (a logout, end_all(), expiry, another move):
+            # the copy must not outlive it.
+            with self._errors(key):
+                self._drop_new(key, adds.values())
+            return GONE
+        for update in index:
+            removes = update.remove
+            if removes:
+                # The move is committed: the old id's entry goes. Should
+                # this fail, pruning removes it later (its key is gone).
+                done = IndexUpdate(
+                    update.key, remove=removes, deadlines=update.deadlines
+                )
+                with contextlib.suppress(redis.exceptions.RedisError):
+                    self._with_index([], [done])
+                update.suspects = sorted({*update.suspects, *done.suspects})
+        return MOVED
+
+    def _drop_new(self, key: str, adds: Iterable[IndexUpdate]) -> None:
+        """Delete a key that a move created but did not commit, with its
+        index entries, in one round trip. Should the ``DEL`` fail and the
+        index update not, the key is left unlisted, but unreachable too:
+        its id was never sent."""
+        removes = [
+            IndexUpdate(u.key, remove=[m for m, _ in u.add], deadlines=u.deadlines)
+            for u in adds
+        ]
+        self._with_index([_Call(("DEL", key))], removes)
 
     def _node(self, key: str) -> dict[str, Any]:
         """For a Cluster pipeline, the node of ``key`` named up front: left

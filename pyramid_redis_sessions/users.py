@@ -64,7 +64,15 @@ the per-session reads are pipelined per node):
 * binding save: the save's own, plus (without ``absolute_timeout``, only
   when there are suspects) 2 to look at them and fix the index;
 * :meth:`UserSessions.list`: 2, plus 1 when the index needs fixing;
-* :meth:`UserSessions.end`, :meth:`UserSessions.end_all`: 2.
+* :meth:`UserSessions.end`, :meth:`UserSessions.end_all`: 2 (``end_all``:
+  2 more, at most twice, when a listed session was found gone).
+
+A ``regenerate_id()`` of a bound session moves its entry as it moves the
+session, claimed then committed: the new id is listed before (Cluster) or
+as (one server, in the move script) the old key is deleted, and the old id
+unlisted only once it is; a move that finds the old session ended leaves
+no entry. So every live session is listed at every moment, which
+:meth:`UserSessions.end_all` relies on.
 
 Handles
 -------
@@ -115,6 +123,9 @@ __all__ = [
 ]
 
 _INDEX_DIGEST_HEX = 32
+#: How many times end_all() reads the index again after finding a listed
+#: session gone (moved to a new id meanwhile, perhaps).
+_END_ROUNDS = 3
 _FIELDS = (CREATED, TIMEOUT, USER, USER_DETAILS)
 
 
@@ -349,7 +360,7 @@ class UserSessions:
         members = self._store.index_members(self._key(user))
         for session_id, _ in members:
             if hmac.compare_digest(self._handle(session_id), handle):
-                return self._end(user, [session_id]) == 1
+                return self._end(user, [session_id]) == [True]
         return False
 
     def end_session(self, user: str, session_id: str) -> bool:
@@ -362,15 +373,36 @@ class UserSessions:
     def end_all(self, user: str, keep: str | None = None) -> int:
         """End every session of ``user`` but the one whose handle is
         ``keep`` ("log out everywhere else": pass :attr:`current_handle`);
-        the number ended."""
-        members = self._store.index_members(self._key(user))
-        ids = [m for m, _ in members if keep is None or self._handle(m) != keep]
-        return self._end(user, ids) if ids else 0
+        the number ended.
 
-    def _end(self, user: str, session_ids: builtins.list[str]) -> int:
+        A session that a concurrent ``regenerate_id()`` moved to a new id
+        between the reading of the index and its end is ended under its
+        new id: a listed session found gone makes the index be read again
+        (a move lists the new id before it deletes the old one), and the
+        sessions new to it are ended too, a few rounds at most.
+        """
+        ended = 0
+        seen: set[str] = set()
+        for _ in range(_END_ROUNDS):
+            members = self._store.index_members(self._key(user))
+            ids = [
+                m
+                for m, _ in members
+                if m not in seen and (keep is None or self._handle(m) != keep)
+            ]
+            if not ids:
+                break
+            seen.update(ids)
+            results = self._end(user, ids)
+            ended += sum(results)
+            if all(results):
+                break
+        return ended
+
+    def _end(self, user: str, session_ids: builtins.list[str]) -> builtins.list[bool]:
         """Delete those of ``session_ids`` whose signed user is ``user``
         (checked by the script that deletes them), and drop all of them
-        from ``user``'s index."""
+        from ``user``'s index; whether each was deleted."""
         payload = user_payload(user)
         accepted = [
             self._factory.codec.for_session(i).seals(USER, payload) for i in session_ids
@@ -380,5 +412,4 @@ class UserSessions:
             remove=list(session_ids),
             deadlines=self._factory.absolute_timeout is not None,
         )
-        ended = self._store.end(session_ids, USER, accepted, update)
-        return sum(ended)
+        return self._store.end(session_ids, USER, accepted, update)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 import webtest
 
-from pyramid_redis_sessions.store import LOAD, WRITE
+from pyramid_redis_sessions.store import LOAD, MOVE, WRITE
 from tests.app import results
 from tests.servers import RoundTripCounter
 from tests.stored import write_session
@@ -74,7 +74,7 @@ def script(round_trips: RoundTripCounter, n: int, command: int = 0) -> bytes:
     """Which of the store's scripts the ``command``-th command of round
     trip ``n`` ran (EVALSHA's first argument)."""
     sha = round_trips.requests[n][command][1].decode()
-    return {LOAD.sha: b"load", WRITE.sha: b"write"}[sha]
+    return {LOAD.sha: b"load", WRITE.sha: b"write", MOVE.sha: b"move"}[sha]
 
 
 def test_new_session_written_is_one_create(
@@ -169,19 +169,57 @@ def test_invalidate_without_reading_is_one_delete(
     assert "Max-Age=0" in res.headers["Set-Cookie"]
 
 
-def test_regenerate_id_is_at_most_two_and_keeps_data(
+def test_regenerate_id_is_one_move_or_two_steps_on_cluster_and_keeps_data(
     app: App, server: Topology, prefix: str, round_trips: RoundTripCounter
 ) -> None:
+    """Claimed, then committed: on one server a two-key script creates the
+    new key only if the old one exists, then deletes the old one; on
+    Cluster (two nodes maybe) the create, then the delete."""
     testapp = app()
     old_id = start_session(testapp, round_trips)
     res = testapp.get("/do?op=regenerate&op=id")
     new_id = results(res)[1]
-    assert round_trips.count <= 2
-    assert round_trips.commands == [["EVALSHA"], ["DEL", "EVALSHA"]]
+    if server.kind == "cluster":
+        assert round_trips.commands == [["EVALSHA"], ["EVALSHA"], ["DEL"]]
+        assert script(round_trips, 1) == b"write"
+        assert round_trips.requests[1][0][4] == b"create"
+        assert round_trips.requests[2][0][1] == (prefix + old_id).encode()
+    else:
+        assert round_trips.commands == [["EVALSHA"], ["EVALSHA"]]
+        assert script(round_trips, 1) == b"move"
+        assert round_trips.requests[1][0][2:5] == (
+            b"2",
+            (prefix + old_id).encode(),
+            (prefix + new_id).encode(),
+        )
     assert new_id != old_id
     assert keys(server, prefix) == [(prefix + new_id).encode()]
     round_trips.reset()
     assert results(testapp.get("/do?op=items&op=id")) == [[["a", "1"]], new_id]
+
+
+def test_regenerate_id_of_a_bound_session_moves_its_index_entry_with_it(
+    app: App, server: Topology, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    """On one server the move script updates the index itself; on Cluster
+    the new id is listed with the create, and the old one unlisted once its
+    key is deleted (one round trip more)."""
+    testapp = app(user_key="uid")
+    results(testapp.get("/do?op=set:uid:ann&op=id"))
+    round_trips.reset()
+    new_id = results(testapp.get("/do?op=regenerate&op=id"))[1]
+    if server.kind == "cluster":
+        assert round_trips.commands == [
+            ["EVALSHA"],
+            ["EVALSHA", "EVALSHA"],
+            ["DEL"],
+            ["EVALSHA"],
+        ]
+    else:
+        assert round_trips.commands == [["EVALSHA"], ["EVALSHA"]]
+        assert script(round_trips, 1) == b"move"
+    (index,) = keys(server, prefix + "user:")
+    assert server.client().zrange(index, 0, -1) == [new_id.encode()]
 
 
 def test_regenerate_on_a_new_session_is_one_set(

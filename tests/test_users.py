@@ -534,8 +534,8 @@ def test_binding_saves_update_the_index_in_the_same_round_trip(
     do(browser, "set:uid:bob")  # rebind: out of alice's, into bob's
     assert round_trips.commands == [["EVALSHA"], ["EVALSHA", "EVALSHA", "EVALSHA"]]
     round_trips.reset()
-    do(browser, "regenerate")
-    assert round_trips.commands == [["EVALSHA"], ["DEL", "EVALSHA", "EVALSHA"]]
+    do(browser, "regenerate")  # the move script updates the index itself
+    assert round_trips.commands == [["EVALSHA"], ["EVALSHA"]]
     round_trips.reset()
     do(browser, "get:uid", "invalidate")
     assert round_trips.commands == [["EVALSHA"], ["DEL", "EVALSHA"]]
