@@ -142,6 +142,14 @@ class SessionReport:
                 pairs = int(argv[2])
                 self.saved += [_field(f) for f in argv[3 : 3 + 2 * pairs : 2]]
                 self.deleted += [_field(f) for f in argv[3 + 2 * pairs :]]
+            elif name == "EVALSHA move":
+                # The keys: the old session, the new one, then user indexes;
+                # ARGV: ttl, n, n field/value pairs, then the index updates.
+                count = int(command[2])
+                keys, argv = command[3 : 3 + count], command[3 + count :]
+                pairs = int(argv[1])
+                self.saved += [_field(f) for f in argv[2 : 2 + 2 * pairs : 2]]
+                self.deleted_keys.append(_key_name(keys[0].decode(), prefix))
             elif name in ("DEL", "UNLINK", "EVALSHA end"):
                 keys = command[1:] if name != "EVALSHA end" else command[3:4]
                 self.deleted_keys += [_key_name(k.decode(), prefix) for k in keys]
