@@ -38,6 +38,7 @@ is looked up. A server that answers, slowly, can take longer.
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -45,7 +46,15 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    TimeoutError,
+    TryAgainError,
+)
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
@@ -62,9 +71,12 @@ __all__ = [
     "DEFAULT_RETRIES",
     "DEFAULT_SOCKET_CONNECT_TIMEOUT",
     "DEFAULT_SOCKET_TIMEOUT",
+    "TRANSIENT_CODES",
     "Client",
     "check_connection_options",
     "describe_server",
+    "error_code",
+    "is_transient",
     "make_client",
     "worst_case_seconds",
 ]
@@ -84,6 +96,68 @@ Client = redis.Redis | RedisCluster
 
 _REDIS_PY_MAJOR = int(redis.__version__.split(".")[0])
 _SSL_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+
+
+#: Error codes (the first word of an error reply) of a server that refuses
+#: for a while and then serves again: out of memory under ``noeviction``,
+#: too few replicas for ``min-replicas-to-write``, a replica met during a
+#: failover (or one that lost its master), a dataset being loaded, a script
+#: running too long, a Cluster moving slots or missing a master, and a
+#: server that cannot write its snapshot (``stop-writes-on-bgsave-error``).
+TRANSIENT_CODES = frozenset(
+    {
+        "OOM",
+        "NOREPLICAS",
+        "READONLY",
+        "MASTERDOWN",
+        "LOADING",
+        "BUSY",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "MISCONF",
+    }
+)
+# redis-py's own classes for some of them: it strips the code it knows from
+# the message. LOADING is a BusyLoadingError, a ConnectionError.
+_TRANSIENT_CLASSES = (
+    ConnectionError,
+    TimeoutError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ClusterDownError,  # MasterDownError too
+    TryAgainError,
+    RedisClusterException,  # the layout unknown or unreachable
+)
+_CODE = re.compile(r"[A-Z][A-Z0-9_]*")
+# Redis before 7 wraps the error of a script's redis.call in its own ERR:
+# "Error running script (call to f_<sha>): @user_script:13: @user_script:
+# 13: -OOM command not allowed ...".
+_SCRIPT_ERROR = re.compile(
+    r"Error running script \(call to [^)]*\): (?:@?\w+: ?\d+: )*-([A-Z][A-Z0-9_]*)\b"
+)
+
+
+def error_code(error: BaseException) -> str | None:
+    """The code of the error reply ``error`` stands for (``"OOM"``,
+    ``"NOREPLICAS"``), also when a script's ``redis.call`` met it, or
+    ``None``. redis-py keeps the code in the message for codes it has no
+    class for, and in ``status_code`` (redis-py 8)."""
+    message = str(error.args[0]) if error.args else ""
+    wrapped = _SCRIPT_ERROR.match(message)
+    if wrapped:
+        return wrapped.group(1)
+    code = getattr(error, "status_code", None)
+    if isinstance(code, str) and code:
+        return code
+    first = message.split(" ", 1)[0]
+    return first if _CODE.fullmatch(first) else None
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` from redis-py means the store is unavailable for a
+    while (see :data:`TRANSIENT_CODES`; a connection error or a timeout
+    too), rather than a command it refused for good."""
+    return isinstance(error, _TRANSIENT_CLASSES) or error_code(error) in TRANSIENT_CODES
 
 
 def worst_case_seconds(
