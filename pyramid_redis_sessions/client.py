@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import re
 import ssl
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,7 +58,13 @@ from redis.exceptions import (
     TryAgainError,
 )
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 
 from .exceptions import ConfigurationError
 
@@ -279,7 +287,7 @@ def make_client(
     }
     if sentinels:
         assert sentinel_service is not None, "check_connection_options() first"
-        manager = Sentinel(  # type: ignore[no-untyped-call]
+        manager = Sentinel(
             sentinels,
             sentinel_kwargs={
                 **timeouts,
@@ -290,14 +298,16 @@ def make_client(
                 "retry": Retry(NoBackoff(), 0),
             },
         )
-        return manager.master_for(  # type: ignore[no-untyped-call,no-any-return]
+        return manager.master_for(  # type: ignore[no-any-return]
             sentinel_service,
+            connection_pool_class=_FollowingSentinelPool,
+            connection_class=_OneTrySSLConnection if tls else _OneTryConnection,
             db=db,
             username=username,
             password=password,
             retry=retry,
             **timeouts,
-            **tls,
+            **{name: value for name, value in tls.items() if name != "ssl"},
         )
     if cluster:
         cluster_retry: dict[str, Any] = {"retry": retry}
@@ -331,6 +341,131 @@ def make_client(
         **timeouts,
         **tls,
     )
+
+
+# -- Sentinel: follow the master ---------------------------------------------
+
+#: Seconds between two lookups of the master while requests come: a switch
+#: is followed this long after the sentinels announce it.
+FOLLOW_INTERVAL = 0.25
+
+
+class _OneTryConnection(SentinelManagedConnection):
+    """A connection to the master the pool last found. It connects once per
+    attempt (the command's retry policy repeats it) and never asks the
+    sentinels itself: the pool does, off the request's path."""
+
+    def connect(self) -> None:
+        if self._sock:
+            return
+        pool = self.connection_pool.connection_pool_ref()
+        if not isinstance(pool, _FollowingSentinelPool):  # pragma: no cover
+            self.connect_to(self.connection_pool.get_master_address())  # type: ignore[no-untyped-call]
+            return
+        try:
+            self.connect_to(pool.address_to_connect())  # type: ignore[no-untyped-call]
+        except (ConnectionError, TimeoutError):
+            pool.follow(now=True)  # the next attempt waits for its answer
+            raise
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except ConnectionError:
+            # READONLY from a demoted master (redis-py turns it into a
+            # ConnectionError and disconnects): look the master up now.
+            pool = self.connection_pool.connection_pool_ref()
+            if isinstance(pool, _FollowingSentinelPool) and self._sock is None:
+                pool.follow(now=True)
+            raise
+
+
+class _OneTrySSLConnection(_OneTryConnection, SentinelManagedSSLConnection):
+    pass
+
+
+class _FollowingSentinelPool(SentinelConnectionPool):
+    """redis-py's Sentinel pool asks for the master only when it opens a
+    connection, so pooled connections would go on writing to a master that
+    the sentinels replaced until it is demoted (seconds later), and what
+    they wrote is lost when it resyncs. This one asks again, in a thread of
+    its own, when a connection is checked out and its last answer is more
+    than :data:`FOLLOW_INTERVAL` old; a new answer disconnects the idle
+    connections, and redis-py drops the busy ones when they come back.
+
+    A request waits for the sentinels only when no master is known yet (the
+    first request of a process), and then at most ``socket_connect_timeout
+    + socket_timeout`` per attempt. Fork-safe: the state is made anew in a
+    child (redis-py resets a pool whose process id changed), and no thread
+    crosses a fork.
+    """
+
+    def reset(self) -> None:
+        super().reset()  # type: ignore[no-untyped-call]
+        self._lookup_lock = threading.Lock()
+        self._lookup_done = threading.Event()
+        self._lookup_done.set()  # none running
+        self._lookup_started = -float("inf")
+        self._lookup_error: BaseException | None = None
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        self._checkpid()
+        self.follow()
+        return super().get_connection(*args, **kwargs)
+
+    def follow(self, *, now: bool = False) -> threading.Event:
+        """Start a lookup unless one runs or the last started less than
+        :data:`FOLLOW_INTERVAL` ago (``now``: whenever none runs); the
+        event set when the running lookup ends."""
+        with self._lookup_lock:
+            done = self._lookup_done
+            started = time.monotonic()
+            if not done.is_set() or (
+                not now and started - self._lookup_started < FOLLOW_INTERVAL
+            ):
+                return done
+            done = self._lookup_done = threading.Event()
+            self._lookup_started = started
+        threading.Thread(
+            target=self._lookup, args=(done,), name="sentinel-lookup", daemon=True
+        ).start()
+        return done
+
+    def _lookup(self, done: threading.Event) -> None:
+        try:
+            address = self.sentinel_manager.discover_master(self.service_name)
+        except (ConnectionError, TimeoutError) as e:  # no sentinel answered
+            self._lookup_error = e
+        else:
+            self._lookup_error = None
+            if address != self.proxy.master_address:
+                self.proxy.master_address = address
+                # Idle connections reconnect to the new master when next
+                # used; busy ones are dropped when released (owns_connection).
+                self.disconnect(inuse_connections=False)
+        finally:
+            done.set()
+
+    def address_to_connect(self) -> tuple[str, int]:
+        """The master to connect to: the answer of a lookup under way,
+        waited for ``socket_connect_timeout`` at most, else the last one
+        found; none found yet, a lookup is waited for one attempt's
+        timeouts (``socket_connect_timeout + socket_timeout``) at most."""
+        kwargs = self.connection_kwargs
+        c, s = kwargs.get("socket_connect_timeout"), kwargs.get("socket_timeout")
+        done = self._lookup_done
+        if self.proxy.master_address is None:
+            done = self.follow(now=True)
+            done.wait(None if c is None or s is None else c + s)
+        elif not done.is_set():
+            done.wait(c)
+        address = self.proxy.master_address
+        if address is None:
+            why = f": {self._lookup_error}" if self._lookup_error else ""
+            raise MasterNotFoundError(
+                f"No master found for {self.service_name!r} yet{why}"
+            )
+        return address  # type: ignore[no-any-return]
 
 
 def describe_server(client: Any, key: str | bytes | None = None) -> str:
