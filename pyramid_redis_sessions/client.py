@@ -54,6 +54,7 @@ from redis.exceptions import (
     OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
+    ResponseError,
     TimeoutError,
     TryAgainError,
 )
@@ -348,6 +349,10 @@ def make_client(
 #: Seconds between two lookups of the master while requests come: a switch
 #: is followed this long after the sentinels announce it.
 FOLLOW_INTERVAL = 0.25
+#: Seconds at most that writes are held (the store unavailable) while the
+#: sentinels promote a replica: Sentinel itself learns of the promotion up
+#: to a second after it.
+HOLD_LIMIT = 3.0
 
 
 class _OneTryConnection(SentinelManagedConnection):
@@ -407,10 +412,16 @@ class _FollowingSentinelPool(SentinelConnectionPool):
         self._lookup_done.set()  # none running
         self._lookup_started = -float("inf")
         self._lookup_error: BaseException | None = None
+        self._holding_until: float | None = None
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         self._checkpid()
         self.follow()
+        holding = self._holding_until
+        if holding is not None and time.monotonic() < holding:
+            raise MasterNotFoundError(
+                f"the sentinels of {self.service_name!r} are failing the master over"
+            )
         return super().get_connection(*args, **kwargs)
 
     def follow(self, *, now: bool = False) -> threading.Event:
@@ -433,11 +444,18 @@ class _FollowingSentinelPool(SentinelConnectionPool):
 
     def _lookup(self, done: threading.Event) -> None:
         try:
-            address = self.sentinel_manager.discover_master(self.service_name)
+            address, failing_over = self._ask_sentinels()
         except (ConnectionError, TimeoutError) as e:  # no sentinel answered
             self._lookup_error = e
         else:
             self._lookup_error = None
+            if failing_over and address == self.proxy.master_address:
+                # Promoting a replica: what the old master takes from now on
+                # is dropped when it resyncs. Hold writes, a while at most.
+                if self._holding_until is None:
+                    self._holding_until = time.monotonic() + HOLD_LIMIT
+            else:
+                self._holding_until = None
             if address != self.proxy.master_address:
                 self.proxy.master_address = address
                 # Idle connections reconnect to the new master when next
@@ -445,6 +463,33 @@ class _FollowingSentinelPool(SentinelConnectionPool):
                 self.disconnect(inuse_connections=False)
         finally:
             done.set()
+
+    def _ask_sentinels(self) -> tuple[tuple[str, int], bool]:
+        """Every sentinel's master for the service: the one of the newest
+        configuration, and whether a sentinel is failing it over. All are
+        asked: the sentinel that leads a failover knows of it, and of its
+        outcome, before the others."""
+        manager = self.sentinel_manager
+        best: tuple[int, tuple[str, int]] | None = None
+        failing_over = False
+        errors = []
+        for sentinel in manager.sentinels:
+            try:
+                state = sentinel.sentinel_masters().get(self.service_name)
+            except (ConnectionError, TimeoutError, ResponseError) as e:
+                errors.append(f"{describe_server(sentinel)}: {e}")
+                continue
+            if not state:
+                continue
+            failing_over |= "failover_in_progress" in str(state.get("flags", ""))
+            if manager.check_master_state(state, self.service_name):
+                epoch = int(state.get("config-epoch", 0))
+                if best is None or epoch > best[0]:
+                    best = (epoch, (state["ip"], int(state["port"])))
+        if best is None:
+            why = f": {'; '.join(errors)}" if errors else ""
+            raise MasterNotFoundError(f"No master found for {self.service_name!r}{why}")
+        return best[1], failing_over
 
     def address_to_connect(self) -> tuple[str, int]:
         """The master to connect to: the answer of a lookup under way,
