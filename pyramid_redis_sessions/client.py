@@ -8,8 +8,9 @@ the server(s) a client talks to in error messages.
   ``host``/``port``/``db``, or ``unix_socket_path``, or a given
   ``connection_pool``;
 * Sentinel: ``sentinels`` + ``sentinel_service``; every command goes to the
-  master the sentinels name (sessions need read-your-writes), and a
-  failover is followed on the next connection;
+  master the sentinels name (sessions need read-your-writes), asked again
+  every :data:`FOLLOW_INTERVAL` while requests come, so that a switch is
+  followed within a fraction of a second of the sentinels announcing it;
 * Cluster: ``cluster`` with the ``url`` or ``host``/``port`` of any node.
 
 TLS is on with a ``rediss://`` url or any ``ssl_*`` option (redis-py's names
@@ -21,19 +22,35 @@ How long a request waits for a store that does not answer
 
 redis-py's own hidden retries are replaced by ``retries`` retries, on
 connection errors and timeouts only, with exponential backoff and jitter of
-at most ``b`` = :data:`BACKOFF_CAP` seconds each. redis-py retries the socket
-connect inside each attempt with the same policy, so with ``r`` retries,
-``c`` the connect timeout and ``s`` the socket timeout, one command on a
-server that refuses, never accepts or accepts and never answers fails within::
+at most ``b`` = :data:`BACKOFF_CAP` seconds each. With ``r`` retries, ``c``
+the connect timeout and ``s`` the socket timeout, one command on a store
+that refuses, never accepts, or accepts and never answers (every server
+hung, the sentinels too) fails within :func:`worst_case_seconds`:
+
+* standalone: redis-py also retries the socket connect inside each
+  attempt, with the same policy::
 
     T = (r + 1) * ((r + 1) * c + r * b + s) + r * b
 
+* Sentinel: each attempt connects once, to the master last found. The
+  sentinels are asked in a thread of their own (see
+  :class:`_FollowingSentinelPool`); a connection waits for an answer under
+  way at most ``c`` (``c + s`` while no master was ever found)::
+
+    T = (r + 1) * (2 * c + s) + s + r * b
+
+* Cluster: node connections are not retried (the cluster client retries
+  the command), and one topology refresh, asking a node, may come in
+  between::
+
+    T = (r + 2) * (c + s) + r * b
+
 With the defaults (``r`` = 2, ``c`` = 0.5, ``s`` = 1.5, ``b`` = 0.05) that is
-3 * (1.5 + 0.1 + 1.5) + 0.1 = 9.4 s, under the promised 10 s in all. In
+9.4 s, 9.1 s and 8.1 s: under 10 s in every topology, retries included. In
 practice one fault applies at a time: a hung server costs about
-``(r + 1) * s``, a dead one milliseconds. With Sentinel add, per connection
-attempt, ``c + s`` for each sentinel that does not answer while the master
-is looked up. A server that answers, slowly, can take longer.
+``(r + 1) * s``, a dead one milliseconds. While the sentinels promote a
+replica, writes are refused at once (see :data:`HOLD_LIMIT`). A server that
+answers, slowly, can take longer.
 """
 
 from __future__ import annotations
@@ -173,10 +190,18 @@ def worst_case_seconds(
     retries: int = DEFAULT_RETRIES,
     socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
     socket_connect_timeout: float = DEFAULT_SOCKET_CONNECT_TIMEOUT,
+    topology: str = "standalone",
 ) -> float:
-    """The module docstring's bound ``T`` for one command on a server that
-    does not answer (standalone, or Sentinel with answering sentinels)."""
+    """The module docstring's bound ``T`` for one command on a store that
+    does not answer; ``topology`` is ``"standalone"``, ``"sentinel"`` or
+    ``"cluster"``."""
     r, c, s, b = retries, socket_connect_timeout, socket_timeout, BACKOFF_CAP
+    if topology == "sentinel":
+        return (r + 1) * (2 * c + s) + s + r * b
+    if topology == "cluster":
+        return (r + 2) * (c + s) + r * b
+    if topology != "standalone":
+        raise ValueError(f"unknown topology {topology!r}")
     return (r + 1) * ((r + 1) * c + r * b + s) + r * b
 
 

@@ -442,3 +442,93 @@ def test_sentinel_failover_under_load_loses_no_write_made_a_second_after_it(
         f"master {round(announced[0] - promoted[0], 3)} s after it"
     )
     assert any(when > promoted[0] + 1.0 for when, _ in acked)  # the load went on
+
+
+# -- everything hung: the documented bound holds --------------------------------
+
+#: Short timeouts keep these tests fast; the bound is the formula's.
+FAST = {"socket_timeout": 0.3, "socket_connect_timeout": 0.2, "retries": 1}
+#: Room for a loaded two-core machine on top of the formula.
+MARGIN = 1.5
+
+
+def _fails_within(testapp: webtest.TestApp, query: str, bound: float) -> None:
+    started = time.monotonic()
+    res = testapp.get(f"/do?{query}", status=503)
+    elapsed = time.monotonic() - started
+    assert elapsed < bound + MARGIN, (elapsed, bound)
+    assert res.headers["Retry-After"] == str(RETRY_AFTER)
+    assert "Set-Cookie" not in res.headers
+
+
+def test_sentinel_master_and_every_sentinel_hung_is_a_503_within_the_bound(
+    sentinel_topology: SentinelTopology, prefix: str
+) -> None:
+    topology = sentinel_topology
+    topology.heal()
+    settings = {
+        "redis.sessions.sentinels": " ".join(
+            f"{h}:{p}" for h, p in topology.sentinel_addresses
+        ),
+        "redis.sessions.sentinel_service": topology.service,
+        "redis.sessions.prefix": prefix,
+        **{f"redis.sessions.{name}": value for name, value in FAST.items()},
+    }
+    known = make_included_app(settings)
+    known.get("/do?op=set:a:1")  # this process has found the master
+    fresh = make_included_app(settings)  # and this one not yet
+    fresh.set_cookie("session", known.cookies["session"])
+    bound = worst_case_seconds(
+        FAST["retries"],
+        FAST["socket_timeout"],
+        FAST["socket_connect_timeout"],
+        "sentinel",
+    )
+    hung = [topology.current_master(), *topology.sentinels]
+    for node in hung:
+        node.stop()
+    try:
+        time.sleep(0.3)  # the last answer is old: a lookup is due
+        _fails_within(known, "op=get:a", bound)
+        _fails_within(known, "op=set:b:2", bound)
+        _fails_within(fresh, "op=get:a", bound)
+    finally:
+        for node in hung:
+            node.cont()
+    topology.wait_ready()
+    assert results(known.get("/do?op=get:a")) == ["1"]
+
+
+def test_cluster_every_node_hung_is_a_503_within_the_bound(
+    cluster_topology: ClusterTopology, prefix: str
+) -> None:
+    cluster_topology.heal()
+    settings = {
+        "redis.sessions.url": cluster_topology.url,
+        "redis.sessions.cluster": "true",
+        "redis.sessions.prefix": prefix,
+        **{f"redis.sessions.{name}": value for name, value in FAST.items()},
+    }
+    testapp = make_included_app(settings)
+    testapp.get("/do?op=set:a:1")
+    bound = worst_case_seconds(
+        FAST["retries"],
+        FAST["socket_timeout"],
+        FAST["socket_connect_timeout"],
+        "cluster",
+    )
+    for node in cluster_topology.nodes:
+        node.stop()
+    try:
+        _fails_within(testapp, "op=get:a", bound)
+        _fails_within(testapp, "op=set:b:2", bound)
+    finally:
+        for node in cluster_topology.nodes:
+            node.cont()
+    cluster_topology.wait_ready()
+    assert results(testapp.get("/do?op=get:a")) == ["1"]
+
+
+def test_the_bound_is_under_ten_seconds_with_the_defaults_in_every_topology() -> None:
+    for kind in ("standalone", "sentinel", "cluster"):
+        assert worst_case_seconds(topology=kind) < SPEC_BOUND, kind
