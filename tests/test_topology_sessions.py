@@ -447,7 +447,7 @@ def test_sentinel_failover_under_load_loses_no_write_made_a_second_after_it(
 # -- everything hung: the documented bound holds --------------------------------
 
 #: Short timeouts keep these tests fast; the bound is the formula's.
-FAST = {"socket_timeout": 0.3, "socket_connect_timeout": 0.2, "retries": 1}
+FAST = {"socket_timeout": 0.3, "socket_connect_timeout": 0.2, "retries": 2}
 #: Room for a loaded two-core machine on top of the formula.
 MARGIN = 1.5
 
