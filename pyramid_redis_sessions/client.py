@@ -35,9 +35,10 @@ hung, the sentinels too) fails within :func:`worst_case_seconds`:
 * Sentinel: each attempt connects once, to the master last found. The
   sentinels are asked in a thread of their own (see
   :class:`_FollowingSentinelPool`); a connection waits for an answer under
-  way at most ``c`` (``c + s`` while no master was ever found)::
+  way at most ``c`` (``c + s`` while no master was ever found), and so does
+  a checkout that starts a lookup::
 
-    T = (r + 1) * (2 * c + s) + s + r * b
+    T = (r + 1) * (2 * c + s) + c + s + r * b
 
 * Cluster: node connections are not retried (the cluster client retries
   the command), and one topology refresh, asking a node, may come in
@@ -46,7 +47,7 @@ hung, the sentinels too) fails within :func:`worst_case_seconds`:
     T = (r + 2) * (c + s) + r * b
 
 With the defaults (``r`` = 2, ``c`` = 0.5, ``s`` = 1.5, ``b`` = 0.05) that is
-9.4 s, 9.1 s and 8.1 s: under 10 s in every topology, retries included. In
+9.4 s, 9.6 s and 8.1 s: under 10 s in every topology, retries included. In
 practice one fault applies at a time: a hung server costs about
 ``(r + 1) * s``, a dead one milliseconds. While the sentinels promote a
 replica, writes are refused at once (see :data:`HOLD_LIMIT`). A server that
@@ -197,7 +198,7 @@ def worst_case_seconds(
     ``"cluster"``."""
     r, c, s, b = retries, socket_connect_timeout, socket_timeout, BACKOFF_CAP
     if topology == "sentinel":
-        return (r + 1) * (2 * c + s) + s + r * b
+        return (r + 1) * (2 * c + s) + c + s + r * b
     if topology == "cluster":
         return (r + 2) * (c + s) + r * b
     if topology != "standalone":
@@ -385,6 +386,8 @@ class _OneTryConnection(SentinelManagedConnection):
     attempt (the command's retry policy repeats it) and never asks the
     sentinels itself: the pool does, off the request's path."""
 
+    _choosing = False  # connect_to() under way: open the socket, once
+
     def connect(self) -> None:
         if self._sock:
             return
@@ -392,11 +395,24 @@ class _OneTryConnection(SentinelManagedConnection):
         if not isinstance(pool, _FollowingSentinelPool):  # pragma: no cover
             self.connect_to(self.connection_pool.get_master_address())  # type: ignore[no-untyped-call]
             return
+        address = pool.address_to_connect()
+        self._choosing = True
         try:
-            self.connect_to(pool.address_to_connect())  # type: ignore[no-untyped-call]
+            self.connect_to(address)  # type: ignore[no-untyped-call]
         except (ConnectionError, TimeoutError):
-            pool.follow(now=True)  # the next attempt waits for its answer
+            pool.follow(now=True, suspect=True)  # the next attempt waits for it
             raise
+        finally:
+            self._choosing = False
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        # redis-py >= 6 reconnects a dropped connection here, to the address
+        # it had and with the socket connect retried: go through connect().
+        if self._choosing:
+            kwargs["retry_socket_connect"] = False
+            super().connect_check_health(*args, **kwargs)
+        elif not self._sock:
+            self.connect()
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -406,7 +422,7 @@ class _OneTryConnection(SentinelManagedConnection):
             # ConnectionError and disconnects): look the master up now.
             pool = self.connection_pool.connection_pool_ref()
             if isinstance(pool, _FollowingSentinelPool) and self._sock is None:
-                pool.follow(now=True)
+                pool.follow(now=True, suspect=True)
             raise
 
 
@@ -423,11 +439,21 @@ class _FollowingSentinelPool(SentinelConnectionPool):
     than :data:`FOLLOW_INTERVAL` old; a new answer disconnects the idle
     connections, and redis-py drops the busy ones when they come back.
 
+    Every sentinel is asked, and the answer of the newest configuration
+    epoch wins: the sentinel that leads a failover knows its outcome first.
+    While one reports the master being failed over, checkouts fail
+    (:data:`HOLD_LIMIT` seconds at most, each after waiting for a fresh
+    answer at most ``socket_connect_timeout``): until Sentinel has seen the replica
+    promoted, which takes it up to a second, whatever the old master takes
+    is lost.
+
     A request waits for the sentinels only when no master is known yet (the
-    first request of a process), and then at most ``socket_connect_timeout
-    + socket_timeout`` per attempt. Fork-safe: the state is made anew in a
-    child (redis-py resets a pool whose process id changed), and no thread
-    crosses a fork.
+    first request of a process), at most ``socket_connect_timeout +
+    socket_timeout`` per attempt; for the lookup its checkout started, or
+    after a connection to the master failed, at most
+    ``socket_connect_timeout`` (sub-millisecond while the sentinels
+    answer). Fork-safe: the state is made anew in a child (redis-py resets
+    a pool whose process id changed), and no thread crosses a fork.
     """
 
     def reset(self) -> None:
@@ -438,22 +464,36 @@ class _FollowingSentinelPool(SentinelConnectionPool):
         self._lookup_started = -float("inf")
         self._lookup_error: BaseException | None = None
         self._holding_until: float | None = None
+        self._suspect = False  # a connection to the master failed
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         self._checkpid()
-        self.follow()
-        holding = self._holding_until
-        if holding is not None and time.monotonic() < holding:
+        running = self._lookup_done
+        done = self.follow(now=self._held())
+        if done is not running:
+            # This checkout started a lookup (the last answer is old, or
+            # writes are held): wait for it, one connect timeout at most, so
+            # that the connection opened here, outside the command's
+            # retries, goes to the master the sentinels name now.
+            done.wait(self.connection_kwargs.get("socket_connect_timeout"))
+        if self._held():
             raise MasterNotFoundError(
                 f"the sentinels of {self.service_name!r} are failing the master over"
             )
         return super().get_connection(*args, **kwargs)
 
-    def follow(self, *, now: bool = False) -> threading.Event:
+    def _held(self) -> bool:
+        holding = self._holding_until
+        return holding is not None and time.monotonic() < holding
+
+    def follow(self, *, now: bool = False, suspect: bool = False) -> threading.Event:
         """Start a lookup unless one runs or the last started less than
         :data:`FOLLOW_INTERVAL` ago (``now``: whenever none runs); the
-        event set when the running lookup ends."""
+        event set when the running lookup ends. ``suspect``: the master
+        failed a connection, so new ones wait for the next answer."""
         with self._lookup_lock:
+            if suspect:
+                self._suspect = True
             done = self._lookup_done
             started = time.monotonic()
             if not done.is_set() or (
@@ -474,6 +514,7 @@ class _FollowingSentinelPool(SentinelConnectionPool):
             self._lookup_error = e
         else:
             self._lookup_error = None
+            self._suspect = False
             if failing_over and address == self.proxy.master_address:
                 # Promoting a replica: what the old master takes from now on
                 # is dropped when it resyncs. Hold writes, a while at most.
@@ -517,17 +558,18 @@ class _FollowingSentinelPool(SentinelConnectionPool):
         return best[1], failing_over
 
     def address_to_connect(self) -> tuple[str, int]:
-        """The master to connect to: the answer of a lookup under way,
-        waited for ``socket_connect_timeout`` at most, else the last one
-        found; none found yet, a lookup is waited for one attempt's
-        timeouts (``socket_connect_timeout + socket_timeout``) at most."""
+        """The master to connect to: the last one found, or, after a
+        connection to it failed, the answer of the lookup under way, waited
+        for ``socket_connect_timeout`` at most; none found yet, a lookup is
+        waited for one attempt's timeouts (``socket_connect_timeout +
+        socket_timeout``) at most."""
         kwargs = self.connection_kwargs
         c, s = kwargs.get("socket_connect_timeout"), kwargs.get("socket_timeout")
         done = self._lookup_done
         if self.proxy.master_address is None:
             done = self.follow(now=True)
             done.wait(None if c is None or s is None else c + s)
-        elif not done.is_set():
+        elif self._suspect and not done.is_set():
             done.wait(c)
         address = self.proxy.master_address
         if address is None:

@@ -330,7 +330,13 @@ def test_a_read_only_replica_is_a_503_for_a_save(
         )
         writer = _included(server, prefix)
         writer.get("/do?op=set:a:1")
-        assert server.admin().wait(1, 5000) == 1
+        wait_until(
+            lambda: (
+                int(replica.admin().info("replication")["slave_repl_offset"])
+                >= int(server.admin().info("replication")["master_repl_offset"])
+            ),
+            "the replica to catch up",
+        )
         reader = make_included_app(
             {"redis.sessions.url": replica.url, "redis.sessions.prefix": prefix}
         )
