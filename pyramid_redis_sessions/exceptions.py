@@ -32,11 +32,23 @@ class ConfigurationError(RedisSessionsError, PyramidConfigurationError):  # type
 
 
 class SessionStoreError(RedisSessionsError, redis.exceptions.RedisError):
-    """Redis answered a session command with an error."""
+    """Redis answered a session command with an error that does not pass by
+    itself (a permission refused, a script error).
+
+    Raised while saving, at the end of a request, it goes through the
+    application's exception views all the same; without a view for it, it
+    propagates (a 500). The cookie is left as it was.
+    """
 
 
 class SessionStoreUnavailable(SessionStoreError, redis.exceptions.ConnectionError):
-    """Redis could not be reached, or did not answer within the timeouts.
+    """Redis could not be reached, did not answer within the timeouts, or
+    refused for a while: a reply coded ``OOM``, ``NOREPLICAS``, ``READONLY``,
+    ``MASTERDOWN``, ``LOADING``, ``BUSY``, ``TRYAGAIN``, ``CLUSTERDOWN`` or
+    ``MISCONF``, also when a script's command met it
+    (:data:`pyramid_redis_sessions.client.TRANSIENT_CODES`).
+    ``config.include('pyramid_redis_sessions')`` answers it with a 503 and
+    ``Retry-After``; an application's own exception view for it wins.
 
     The message names the server (``host:port`` or the socket path). It is
     also a :class:`redis.exceptions.ConnectionError`, so code written against

@@ -634,9 +634,11 @@ class RedisSession:
                 response.vary = (*vary, "Cookie")
         try:
             live_id = self._save()
-        except SessionStoreUnavailable as e:
-            self._unavailable(e)
-            self._answer_unavailable(request, response)
+        except SessionStoreError as e:
+            # The cookie is left as it is: the session in Redis did not change.
+            if isinstance(e, SessionStoreUnavailable):
+                self._unavailable(e)
+            self._answer_error(request, response)
             return
         if live_id is _ENDED:
             # Another request ended or replaced this session: its cookie,
@@ -656,9 +658,11 @@ class RedisSession:
             codec.set(response, live_id)
 
     @staticmethod
-    def _answer_unavailable(request: Request, response: Response) -> None:
-        """The save at the end of the request met an unreachable Redis: the
-        response becomes what the exception view for it answers (a 503 with
+    def _answer_error(request: Request, response: Response) -> None:
+        """The save at the end of the request failed with a
+        :class:`~pyramid_redis_sessions.exceptions.SessionStoreError` (being
+        handled): the response becomes what the application's exception view
+        for it answers (for an unreachable Redis, a 503 with
         ``config.include``). Response callbacks run outside Pyramid's
         exception views, so the view is invoked here; without one the error
         propagates as before."""

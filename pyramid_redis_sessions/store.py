@@ -74,8 +74,9 @@ import redis
 import redis.exceptions
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
+from redis.exceptions import RedisClusterException
 
-from .client import Client, describe_server
+from .client import Client, describe_server, error_code, is_transient
 from .exceptions import SessionStoreError, SessionStoreUnavailable
 from .values import MAX_CREATED_SIZE, MAX_SECONDS, BadValue
 
@@ -352,8 +353,13 @@ class _Call:
 
 class _Errors:
     """``with``: Redis's errors as this package's (see
-    :meth:`RedisStore._errors`). A class, not ``@contextmanager``: it wraps
-    every round trip, and a generator-based one costs ~1.5 µs more each."""
+    :meth:`RedisStore._errors`), by the error code of the reply (its first
+    word; inside a pipeline the same exception objects, as replies): one
+    that passes (:func:`~pyramid_redis_sessions.client.is_transient`, a
+    connection error or a timeout too) is ``SessionStoreUnavailable``,
+    ``WRONGTYPE`` a bad value, any other ``SessionStoreError``. A class, not
+    ``@contextmanager``: it wraps every round trip, and a generator-based
+    one costs ~1.5 µs more each."""
 
     __slots__ = ("client", "key")
 
@@ -367,33 +373,21 @@ class _Errors:
     def __exit__(self, kind: Any, e: Any, traceback: Any) -> None:
         if e is None:
             return
-        if isinstance(
-            e,
-            (
-                redis.exceptions.ConnectionError,
-                redis.exceptions.TimeoutError,
-                # A replica that is not (or no longer) the master: a failover.
-                redis.exceptions.ReadOnlyError,
-                # A Cluster that lost a master, or is moving slots: it comes
-                # back, as a failed-over Sentinel master does.
-                redis.exceptions.ClusterDownError,
-                redis.exceptions.TryAgainError,
-                redis.exceptions.RedisClusterException,
-                # maxmemory reached under noeviction: it passes.
-                redis.exceptions.OutOfMemoryError,
-            ),
+        if isinstance(e, SessionStoreError) or not isinstance(
+            e, (redis.exceptions.RedisError, RedisClusterException)
         ):
+            return  # ours already, or not redis-py's
+        if is_transient(e):
             server = describe_server(self.client, self.key)
             raise SessionStoreUnavailable(
                 f"session store Redis at {server} is unavailable: {e}", server=server
             ) from e
-        if isinstance(e, redis.exceptions.ResponseError):
-            if "WRONGTYPE" in str(e):
-                raise BadValue("the session key holds another Redis type") from e
-            raise SessionStoreError(
-                f"session store Redis at {describe_server(self.client, self.key)} "
-                f"answered with an error: {e}"
-            ) from e
+        if error_code(e) == "WRONGTYPE":
+            raise BadValue("the session key holds another Redis type") from e
+        raise SessionStoreError(
+            f"session store Redis at {describe_server(self.client, self.key)} "
+            f"answered with an error: {e}"
+        ) from e
 
 
 def _ttl_arg(ttl: int | None) -> int | str:

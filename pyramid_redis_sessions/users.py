@@ -368,7 +368,7 @@ class UserSessions:
         drop it from ``user``'s index either way (one round trip): for a
         caller that already holds the id, such as ``psessions end``. False if
         no session of ``user`` has that id."""
-        return self._end(user, [session_id]) == 1
+        return self._end(user, [session_id]) == [True]
 
     def end_all(self, user: str, keep: str | None = None) -> int:
         """End every session of ``user`` but the one whose handle is

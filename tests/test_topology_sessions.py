@@ -6,6 +6,7 @@ failover, sessions spread over three masters, a ``rediss://`` round trip.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import webtest
 from pyramid.interfaces import ISessionFactory
 from redis.cluster import RedisCluster
 
-from pyramid_redis_sessions.client import worst_case_seconds
+from pyramid_redis_sessions.client import FOLLOW_INTERVAL, worst_case_seconds
 from pyramid_redis_sessions.store import SCRIPTS
 from pyramid_redis_sessions.views import RETRY_AFTER
 from tests.app import make_included_app, results
@@ -271,7 +272,7 @@ def test_sentinel_failover_keeps_sessions_and_never_answers_500(
     old = topology.current_master()
     # Replication is asynchronous: wait until the replica has every write,
     # or the failover may lose the last ones (documented in docs/redis.rst).
-    assert old.admin().wait(1, 2000) == 1
+    topology.wait_replicated()
     bound = worst_case_seconds()
     old.kill()
     try:
@@ -293,6 +294,8 @@ def test_sentinel_failover_keeps_sessions_and_never_answers_500(
                 promoted = topology.current_master() is not old
         assert promoted, "no replica was promoted"
         topology.wait_for_new_master(old.port)
+        # Each process follows within FOLLOW_INTERVAL of the sentinels.
+        time.sleep(FOLLOW_INTERVAL)
         # The same cookies read their data on the new master, and new
         # writes succeed within the retry budget.
         for i, (user, session_id) in enumerate(zip(users, ids, strict=True)):
@@ -333,3 +336,236 @@ def test_session_round_trip_over_tls_with_the_generated_ca(
     wrong.set_cookie("session", testapp.cookies["session"])
     res = wrong.get("/do?op=get:a", status=503)
     assert "Set-Cookie" not in res.headers
+
+
+def _role(node: Any) -> str:
+    role = node.admin().execute_command("ROLE")[0]
+    return role.decode() if isinstance(role, bytes) else str(role)
+
+
+def test_sentinel_failover_under_load_loses_no_write_made_a_second_after_it(
+    sentinel_topology: SentinelTopology, prefix: str
+) -> None:
+    """``SENTINEL FAILOVER`` (a graceful switch: the old master stays up and
+    takes writes until the sentinels demote it, seconds later, and then
+    drops them as it resyncs). Writes must follow the new master within
+    about a second of the promotion: no write acknowledged later than that
+    is lost, and no flash message popped comes back."""
+    topology = sentinel_topology
+    topology.heal()
+    old = topology.current_master()
+    new = next(node for node in topology.nodes if node is not old)
+    for node in topology.nodes:
+        for script in SCRIPTS:
+            node.admin().script_load(script.script)
+    settings = {
+        "redis.sessions.sentinels": " ".join(
+            f"{h}:{p}" for h, p in topology.sentinel_addresses
+        ),
+        "redis.sessions.sentinel_service": topology.service,
+        "redis.sessions.prefix": prefix,
+    }
+    wsgi = make_included_app(settings).app
+    users = [webtest.TestApp(wsgi) for _ in range(4)]
+    for user in users:
+        user.get("/do?op=list:l")
+    topology.wait_replicated()
+    stop = threading.Event()
+    acked: list[tuple[float, str]] = []  # (when, token) of appends answered 200
+    popped: list[str] = []
+    statuses: Counter[int] = Counter()
+    promoted: list[float] = []
+    announced: list[float] = []  # when the first sentinel named the new master
+
+    def load(number: int, user: webtest.TestApp) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            token = f"u{number}-{i}"
+            ops = f"op=append:l:{token}" + (f"&op=flash:{token}" if i % 3 == 1 else "")
+            if i % 3 == 2:
+                ops += "&op=pop_flash"
+            res = user.get(f"/do?{ops}", expect_errors=True)
+            statuses[res.status_int] += 1
+            if res.status_int == 200:
+                acked.append((time.monotonic(), token))
+                if i % 3 == 2:
+                    popped.extend(results(res)[-1])
+
+    def watch() -> None:
+        while not stop.is_set() and not announced:
+            with contextlib.suppress(Exception):
+                if not promoted and _role(new) == "master":
+                    promoted.append(time.monotonic())
+                if topology.master_address()[1] == new.port:
+                    announced.append(time.monotonic())
+            time.sleep(0.005)
+
+    threads = [threading.Thread(target=load, args=(n, u)) for n, u in enumerate(users)]
+    threads.append(threading.Thread(target=watch))
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        topology.sentinels[0].admin().execute_command(
+            "SENTINEL", "FAILOVER", topology.service
+        )
+        deadline = time.monotonic() + 20
+        while not promoted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert promoted, "the replica was never promoted"
+        time.sleep(3.0)  # writes go on well past the switch
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    # Until the old master is demoted and resynced, it still holds what it
+    # took: read the outcome only from the new master afterwards.
+    wait_until = time.monotonic() + 30
+    while _role(old) != "slave":
+        assert time.monotonic() < wait_until, "the old master was never demoted"
+        time.sleep(0.1)
+    topology.wait_ready(timeout=30)
+    assert statuses.keys() <= {200, 503}, statuses
+    reader = make_included_app(settings)
+    kept: set[str] = set()
+    for user in users:
+        reader.set_cookie("session", user.cookies["session"])
+        items, flashes = results(reader.get("/do?op=get:l&op=pop_flash"))
+        kept.update(items)
+        assert not set(flashes) & set(popped), "a popped flash message came back"
+    late = [
+        (round(when - promoted[0], 3), token)
+        for when, token in acked
+        if token not in kept and when > promoted[0] + 1.0
+    ]
+    assert not late, (
+        f"{len(late)} writes acknowledged over 1 s after the promotion lost, "
+        f"the last {late[-1][0]} s after it; the sentinels named the new "
+        f"master {round(announced[0] - promoted[0], 3)} s after it"
+    )
+    assert any(when > promoted[0] + 1.0 for when, _ in acked)  # the load went on
+
+
+# -- everything hung: the documented bound holds --------------------------------
+
+#: Short timeouts keep these tests fast; the bound is the formula's.
+FAST = {"socket_timeout": 0.3, "socket_connect_timeout": 0.2, "retries": 2}
+#: Room for a loaded two-core machine on top of the formula.
+MARGIN = 1.5
+
+
+def _fails_within(testapp: webtest.TestApp, query: str, bound: float) -> None:
+    started = time.monotonic()
+    res = testapp.get(f"/do?{query}", status=503)
+    elapsed = time.monotonic() - started
+    assert elapsed < bound + MARGIN, (elapsed, bound)
+    assert res.headers["Retry-After"] == str(RETRY_AFTER)
+    assert "Set-Cookie" not in res.headers
+
+
+def test_sentinel_master_and_every_sentinel_hung_is_a_503_within_the_bound(
+    sentinel_topology: SentinelTopology, prefix: str
+) -> None:
+    topology = sentinel_topology
+    topology.heal()
+    settings = {
+        "redis.sessions.sentinels": " ".join(
+            f"{h}:{p}" for h, p in topology.sentinel_addresses
+        ),
+        "redis.sessions.sentinel_service": topology.service,
+        "redis.sessions.prefix": prefix,
+        **{f"redis.sessions.{name}": value for name, value in FAST.items()},
+    }
+    known = make_included_app(settings)
+    known.get("/do?op=set:a:1")  # this process has found the master
+    fresh = make_included_app(settings)  # and this one not yet
+    fresh.set_cookie("session", known.cookies["session"])
+    bound = worst_case_seconds(
+        FAST["retries"],
+        FAST["socket_timeout"],
+        FAST["socket_connect_timeout"],
+        "sentinel",
+    )
+    hung = [topology.current_master(), *topology.sentinels]
+    # One request per freeze: a sentinel frozen for 2 s goes into TILT mode
+    # (no failover for 30 s) when it wakes.
+    for testapp, query in (
+        (known, "op=get:a"),
+        (known, "op=set:b:2"),
+        (fresh, "op=get:a"),
+    ):
+        for node in hung:
+            node.stop()
+        try:
+            time.sleep(FOLLOW_INTERVAL)  # the last answer is old: a lookup is due
+            _fails_within(testapp, query, bound)
+        finally:
+            for node in hung:
+                node.cont()
+    topology.wait_ready()
+    assert results(known.get("/do?op=get:a")) == ["1"]
+
+
+def test_cluster_every_node_hung_is_a_503_within_the_bound(
+    cluster_topology: ClusterTopology, prefix: str
+) -> None:
+    cluster_topology.heal()
+    settings = {
+        "redis.sessions.url": cluster_topology.url,
+        "redis.sessions.cluster": "true",
+        "redis.sessions.prefix": prefix,
+        **{f"redis.sessions.{name}": value for name, value in FAST.items()},
+    }
+    testapp = make_included_app(settings)
+    testapp.get("/do?op=set:a:1")
+    bound = worst_case_seconds(
+        FAST["retries"],
+        FAST["socket_timeout"],
+        FAST["socket_connect_timeout"],
+        "cluster",
+    )
+    for node in cluster_topology.nodes:
+        node.stop()
+    try:
+        _fails_within(testapp, "op=get:a", bound)
+        _fails_within(testapp, "op=set:b:2", bound)
+    finally:
+        for node in cluster_topology.nodes:
+            node.cont()
+    cluster_topology.wait_ready()
+    assert results(testapp.get("/do?op=get:a")) == ["1"]
+
+
+def test_sentinel_forked_worker_finds_the_master_itself(
+    sentinel_topology: SentinelTopology, prefix: str
+) -> None:
+    """gunicorn --preload: the parent used the client (its lookups ran in
+    threads, its connections are open); a forked worker uses none of that
+    and follows the master on its own."""
+    import multiprocessing
+
+    from pyramid_redis_sessions import RedisSessionFactory
+    from tests.app import SECRET
+    from tests.test_scale import _client_session, _in_child
+
+    topology = sentinel_topology
+    topology.heal()
+    made = RedisSessionFactory(
+        SECRET,
+        prefix=prefix,
+        sentinels=[f"{h}:{p}" for h, p in topology.sentinel_addresses],
+        sentinel_service=topology.service,
+    )
+    _client_session(made, 2)
+    time.sleep(0.3)
+    _client_session(made, 2)  # a lookup is under way, or has just been made
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+    child = ctx.Process(target=_in_child, args=(made, child_end))
+    child.start()
+    assert parent_end.poll(30), "the forked worker did not answer"
+    assert parent_end.recv() == [None, "1", "2"]
+    child.join(30)
+    assert child.exitcode == 0
+    assert _client_session(made, 2) == [None, "1"]

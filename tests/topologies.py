@@ -188,6 +188,8 @@ class SentinelTopology:
         if not master.is_running():
             return False
         for sentinel in self.sentinels:
+            if _info(sentinel, "sentinel").get("sentinel_tilt"):
+                return False  # woken from a freeze: no failover for a while
             state = sentinel.admin().sentinel_master(self.service)
             if (
                 int(state["num-other-sentinels"]) < len(self.sentinels) - 1
@@ -231,12 +233,28 @@ class SentinelTopology:
         wait_until(moved, f"a failover away from port {old_port}", timeout)
         return self.current_master()
 
+    def wait_replicated(self, timeout: float = 5.0) -> None:
+        """Until every replica has applied all the master has written so far.
+        (``WAIT`` on the harness's own connection would not do: it waits for
+        that connection's writes only, and it wrote none.)"""
+        master = self.current_master()
+        offset = int(_info(master, "replication")["master_repl_offset"])
+        replicas = [node for node in self.nodes if node is not master]
+        wait_until(
+            lambda: all(
+                int(_info(node, "replication").get("slave_repl_offset", -1)) >= offset
+                for node in replicas
+            ),
+            f"the replicas of {self.name} to catch up",
+            timeout,
+        )
+
     def heal(self) -> None:
         """Bring every node back; the sentinels then re-attach the old master
         as a replica of the new one."""
         for node in [*self.nodes, *self.sentinels]:
             node.revive()
-        self.wait_ready(timeout=30.0)
+        self.wait_ready(timeout=45.0)
 
     def close(self) -> None:
         for node in [*self.sentinels, *self.nodes]:
