@@ -117,12 +117,30 @@ def by_id(driver: Any, id_: str) -> str:
     return " ".join(driver.find_element(By.ID, id_).text.split())
 
 
+def click(driver: Any, selector: str) -> None:
+    """Click what ``selector`` finds and wait for the page it leads to: read
+    at once, the old page's elements may still answer (or go stale). The
+    old page's window carries a mark; the new page's has none."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.execute_script("window.prsOldPage = true;")
+    driver.find_element(By.CSS_SELECTOR, selector).click()
+    WebDriverWait(driver, 10, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(
+            "return window.prsOldPage === undefined"
+            " && document.readyState === 'complete';"
+        )
+    )
+
+
 def log_in(driver: Any, url: str, name: str) -> None:
     from selenium.webdriver.common.by import By
 
     driver.get(url + "/")
     driver.find_element(By.NAME, "username").send_keys(name)
-    driver.find_element(By.CSS_SELECTOR, "#login button").click()
+    click(driver, "#login button")
     assert by_id(driver, "user") == f"Logged in as {name}."
 
 
@@ -143,12 +161,12 @@ def test_two_browsers_one_ends_the_other_and_the_panel_counts_a_read(
     first, second = browsers(), browsers()
     log_in(first, demo, "alice")
     log_in(second, demo, "alice")
-    first.find_element(By.CSS_SELECTOR, "#count-form button").click()
+    click(first, "#count-form button")
     assert by_id(first, "count") == "Counter in this session: 1"
     assert by_id(first, "saved") == "count"
     screenshot(first, "demo.png")
 
-    first.find_element(By.ID, "sessions-link").click()
+    click(first, "#sessions-link")
     rows = first.find_elements(By.CSS_SELECTOR, "#sessions tr.session")
     assert len(rows) == 2
     names = [row.find_element(By.CLASS_NAME, "browser").text for row in rows]
@@ -159,7 +177,7 @@ def test_two_browsers_one_ends_the_other_and_the_panel_counts_a_read(
     assert first.find_element(By.ID, "inspector").is_displayed()
     screenshot(first, "demo-sessions.png")
 
-    first.find_element(By.CSS_SELECTOR, "form.end button").click()
+    click(first, "form.end button")
     assert by_id(first, "flash") == "That session has ended."
     assert len(first.find_elements(By.CSS_SELECTOR, "#sessions tr.session")) == 1
 
