@@ -198,6 +198,20 @@ def sentinel_topology(
     return topology
 
 
+@pytest.fixture(params=_TOPOLOGY_BACKENDS)
+def own_sentinel_topology(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[SentinelTopology]:
+    """A Sentinel topology of this test's own, for a test that leaves it
+    unfit for the others: a sentinel woken from a freeze stays in TILT mode
+    (no failover) for 30 s."""
+    topology = SentinelTopology.start(request.param, _binary(request.param), tmp_path)
+    try:
+        yield topology
+    finally:
+        topology.close()
+
+
 @pytest.fixture(scope="session", params=_TOPOLOGY_BACKENDS)
 def cluster_topology(
     request: pytest.FixtureRequest, started: _Started
