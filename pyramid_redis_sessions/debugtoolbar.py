@@ -61,6 +61,7 @@ from .events import (
     StoreUnavailable,
     key_digest,
 )
+from .session import RedisSession
 from .store import END, INDEX, LOAD, MOVE, WRITE
 from .testing import CountingConnectionMixin, RoundTripCounter, split_packed
 
@@ -299,10 +300,11 @@ def _on_new_response(event: NewResponse) -> None:
     if session is None or factory is None:
         report.cookie_reason = "the request did not use the session"
         return
-    loaded = getattr(session, "_loaded_payloads", None)
-    if any(trip.count("EVALSHA load") for trip in report.round_trips):
-        report.loaded = sorted(loaded) if loaded is not None else []
-        report.decoded = list(getattr(session, "_decoded", []))
+    if isinstance(session, RedisSession) and any(
+        trip.count("EVALSHA load") for trip in report.round_trips
+    ):
+        report.loaded = sorted(session.loaded_keys)
+        report.decoded = session.decoded_keys
     incoming = factory.cookie.read(request)
     sent = _sent_cookie(response, factory.cookie.settings.name)
     live_id: str | None

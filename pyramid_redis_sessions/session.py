@@ -1077,7 +1077,27 @@ class RedisSession:
 
         .. versionadded:: 2.0
         """
-        return UserSessions._with(self._factory, self._get_store(), self._current_id())
+        return UserSessions.from_store(
+            self._factory, self._get_store(), self._current_id()
+        )
+
+    @property
+    def loaded_keys(self) -> list[str]:
+        """The keys this request's load found in Redis (none before the
+        load, nor after :meth:`invalidate`); asking loads nothing. For tools
+        such as the debug-toolbar panel.
+
+        .. versionadded:: 2.0
+        """
+        return list(self._loaded_payloads)
+
+    @property
+    def decoded_keys(self) -> list[str]:
+        """The loaded keys this request has deserialized so far, in order.
+
+        .. versionadded:: 2.0
+        """
+        return list(self._decoded)
 
     def _current_id(self) -> str | None:
         """The id of the stored session, without loading it."""

@@ -203,7 +203,7 @@ class IndexChanges:
         passed (there are none with ``absolute_timeout``)."""
         for user, update in self._by_user.items():
             if update.suspects:
-                sessions = UserSessions._with(factory, store, None)
+                sessions = UserSessions.from_store(factory, store)
                 now = time.time()
                 sessions._sweep(user, [(m, now) for m in update.suspects], now)
 
@@ -249,21 +249,16 @@ class UserSessions:
         self._current = current
 
     @classmethod
-    def _with(
-        cls, factory: SessionFactory, store: RedisStore, current: str | None
-    ) -> UserSessions:
-        self = cls.__new__(cls)
-        self._factory, self._store, self._current = factory, store, current
-        return self
-
-    @classmethod
     def from_store(
         cls, factory: SessionFactory, store: RedisStore, current: str | None = None
     ) -> UserSessions:
         """The sessions of ``factory``'s users in ``store`` (a script's, such
-        as ``psessions``, which builds its store from a blank request);
-        ``current`` is the id of the session to mark as the request's."""
-        return cls._with(factory, store, current)
+        as ``psessions``, which builds its store from a blank request, or a
+        session's own); ``current`` is the id of the session to mark as the
+        request's."""
+        self = cls.__new__(cls)
+        self._factory, self._store, self._current = factory, store, current
+        return self
 
     @property
     def current_handle(self) -> str | None:

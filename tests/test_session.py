@@ -582,3 +582,25 @@ def test_reserved_fields_of_a_later_format_are_kept_and_resealed(
         b"kept",
         True,
     )
+
+
+def test_loaded_and_decoded_keys_say_what_the_load_found_and_what_was_read(
+    server: BaseServer, prefix: str
+) -> None:
+    make = factory(server.url, prefix)
+    first = make(Request.blank("/"))
+    first.update(a=1, b=[2])
+    response = finish(first)
+    request = Request.blank(
+        "/",
+        cookies={
+            "session": response.headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+        },
+    )
+    session = make(request)
+    assert session.loaded_keys == [] and session.decoded_keys == []  # not loaded
+    assert session["b"] == [2]
+    assert sorted(session.loaded_keys) == ["a", "b"]
+    assert session.decoded_keys == ["b"]
+    session.invalidate()
+    assert session.loaded_keys == [] and session.decoded_keys == []
