@@ -61,8 +61,8 @@ from .events import (
     StoreUnavailable,
     key_digest,
 )
+from .scripts import END, INDEX, LOAD, MOVE, WRITE
 from .session import RedisSession
-from .store import END, INDEX, LOAD, MOVE, WRITE
 from .testing import CountingConnectionMixin, RoundTripCounter, split_packed
 
 __all__ = ["RedisSessionPanel", "SessionReport", "includeme", "report_for"]
