@@ -12,8 +12,9 @@ import redis
 import redis.exceptions
 from redis.cluster import RedisCluster
 
-from pyramid_redis_sessions.client import FOLLOW_INTERVAL, describe_server, make_client
+from pyramid_redis_sessions.client import describe_server, make_client
 from pyramid_redis_sessions.client import worst_case_seconds as bound
+from pyramid_redis_sessions.sentinel import FOLLOW_INTERVAL
 from tests.topologies import ClusterTopology, SentinelTopology, TLSServerProcess
 
 pytestmark = pytest.mark.topology

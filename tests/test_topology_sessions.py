@@ -17,7 +17,8 @@ import webtest
 from pyramid.interfaces import ISessionFactory
 from redis.cluster import RedisCluster
 
-from pyramid_redis_sessions.client import FOLLOW_INTERVAL, worst_case_seconds
+from pyramid_redis_sessions.client import worst_case_seconds
+from pyramid_redis_sessions.sentinel import FOLLOW_INTERVAL
 from pyramid_redis_sessions.store import SCRIPTS
 from pyramid_redis_sessions.views import RETRY_AFTER
 from tests.app import make_included_app, results
