@@ -109,3 +109,29 @@ class StoreUnavailable(SessionEvent):
     #: names it (``host:port``, the Sentinel service and master, the
     #: Cluster node).
     server: str
+
+
+def describe(prefix: str, session_id: str) -> str:
+    """Name a session's key in logs without its id, a bearer secret."""
+    return f"{prefix}<sha256:{key_digest(session_id)}>"
+
+
+def announce(
+    request: Request,
+    source_id: str | None,
+    live_id: str | None,
+    regenerated_from: str | None,
+    invalidated: list[str],
+) -> None:
+    """Send the events of the changes a request applied: a session created
+    or its id regenerated (``live_id`` stored, not loaded from
+    ``source_id``), and the sessions it ``invalidated``."""
+    notify = request.registry.notify
+    if live_id is not None and live_id != source_id:
+        if regenerated_from is not None:
+            old = key_digest(regenerated_from)
+            notify(SessionIdRegenerated(request, key_digest(live_id), old))
+        else:
+            notify(SessionCreated(request, key_digest(live_id)))
+    for ended in invalidated:
+        notify(SessionInvalidated(request, key_digest(ended)))

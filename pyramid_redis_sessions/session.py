@@ -3,15 +3,18 @@
 A request reads top to bottom:
 
 1. :class:`RedisSession` is made when the view first uses
-   ``request.session``: the cookie is read and checked, Redis is not.
-2. The first read or write loads the session (one script call: every field
-   of its hash, and its expiry slid), or starts a new one when there is no
-   valid cookie or no live key behind it. Every field's MAC is checked
-   there; values are deserialized only when first read. A verified cookie
-   of 1.x or pyramid_session_redis loads that package's value instead
-   (:meth:`RedisSession._load_legacy`), which the save then moves to a new
-   id in the new format.
-3. Dict work happens in memory.
+   ``request.session``: the cookie is read and checked
+   (:mod:`.cookies`), Redis is not.
+2. The first read or write loads the session (:mod:`.store`: one round
+   trip, every field of its hash, its expiry slid), or starts a new one
+   when there is no valid cookie or no live key behind it. Every field's
+   MAC is checked there (:func:`.values.parse`); values are deserialized
+   only when first read. A verified cookie of 1.x or pyramid_session_redis
+   loads that package's value instead (:mod:`.migration`), which the save
+   then moves to a new id in the new format.
+3. Dict work happens in memory; flash messages are kept by
+   :mod:`.flash`, the user the session is bound to by
+   :class:`.users.UserBinding`.
 4. A response callback, registered once, saves at most once: only the
    fields this request set, changed in place or deleted, applied by one
    script that refuses a session which ended meanwhile
@@ -24,9 +27,7 @@ import dataclasses
 import functools
 import logging
 import math
-import reprlib
 import secrets
-import threading
 import time
 from collections.abc import (
     Callable,
@@ -45,30 +46,28 @@ from pyramid.request import Request
 from pyramid.response import Response
 from zope.interface import implementer
 
+from . import limits
 from .cookies import CookieCodec
 from .events import (
-    SessionCreated,
-    SessionIdRegenerated,
-    SessionInvalidated,
     SessionValueRejected,
     StoreUnavailable,
+    announce,
+    describe,
     key_digest,
 )
-from .exceptions import (
-    BadLegacyValue,
-    SessionStoreError,
-    SessionStoreUnavailable,
-    SessionTooLarge,
-)
+from .exceptions import SessionStoreError, SessionStoreUnavailable
+from .flash import FlashQueues
 from .handles import Handles
-from .legacy import LegacyCookie, LegacySession, RestrictedLoads, decode_value
+from .legacy import LegacyCookie, RestrictedLoads
+from .migration import describe_legacy, load_legacy
+from .response import answer_error, vary_on_cookie
 from .serializers import Serializer
 from .store import GONE, MOVED, RedisStore
-from .users import IndexChanges, UserSessions, details_payload, user_payload
+from .users import UserBinding, UserSessions, details_payload
 from .values import (
     CREATED,
+    CSRF_KEY,
     FLASH,
-    HEADER_SIZE,
     MAX_SECONDS,
     RESERVED,
     TIMEOUT,
@@ -78,10 +77,8 @@ from .values import (
     FieldCodec,
     SessionSeal,
     field_name,
-    flash_queue,
     key_name,
-    parse_created,
-    parse_timeout,
+    parse,
 )
 
 __all__ = ["RedisSession", "SessionFactory"]
@@ -91,8 +88,6 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Pyramid's (and 1.x's) name of the CSRF token inside the session.
-_CSRF_KEY = "_csrft_"
 _CREATE_TRIES = 3
 #: Values that cannot change in place, so reading them never needs a
 #: serialization at the end of the request to see whether they changed.
@@ -188,45 +183,6 @@ def _check_key(key: object) -> str:
     return key
 
 
-_order_lock = threading.Lock()
-_last_order = 0
-
-
-def _flash_field(queue: str) -> bytes:
-    """A new flash message's field: ordered by time, unique across servers
-    (an order of ``values.FLASH_ORDER_SIZE`` characters)."""
-    global _last_order
-    with _order_lock:
-        _last_order = max(time.time_ns(), _last_order + 1)
-        order = _last_order
-    return b"%s%020d%s:%s" % (
-        FLASH,
-        order,
-        secrets.token_hex(4).encode(),
-        field_name(queue),
-    )
-
-
-def _largest(sizes: dict[bytes, int], count: int = 3) -> list[tuple[str, int]]:
-    """The ``count`` largest session keys (a flash queue counts as one) and
-    the bytes each takes (its field's name and value), for
-    :class:`SessionTooLarge`'s message."""
-    totals: dict[str, int] = {}
-    for field, size in sizes.items():
-        if field.startswith(FLASH):
-            name = f"flash queue {_name_repr.repr(flash_queue(field))}"
-        elif field[:1] == RESERVED:
-            name = field[1:].decode("ascii", "replace")
-        else:
-            name = _name_repr.repr(key_name(field))
-        totals[name] = totals.get(name, 0) + len(field) + size
-    return sorted(totals.items(), key=lambda item: -item[1])[:count]
-
-
-_name_repr = reprlib.Repr()
-_name_repr.maxstring = 60
-
-
 @implementer(ISession)
 class RedisSession:
     """``request.session``: a dict kept in Redis.
@@ -253,8 +209,9 @@ class RedisSession:
         #: then committed, so the new session is created only if that key
         #: still exists, and it is deleted only once the new one exists.
         self._claim: str | None = None
-        #: (user, id) of bound sessions this request ended.
-        self._unindex: list[tuple[str, str]] = []
+        self._users = UserBinding(
+            factory.prefix, factory.absolute_timeout is not None, factory.user_key
+        )
         self._invalidated: list[str] = []  # the doomed ids invalidate() ended
         self._regenerated_from: str | None = None  # the id regenerate_id() left
         self._store_failed = False  # Redis was unreachable during this request
@@ -277,15 +234,11 @@ class RedisSession:
         #: Loaded keys deserialized by this request: they may change in place.
         self._decoded: list[str] = []
         self._changed_all = False
-        #: Loaded flash fields to payloads; decoded into ``_flash`` when
-        #: flash is first used.
-        self._flash_payloads: dict[bytes, bytes] = {}
+        #: The flash queues, made when flash is used or the load found some.
+        self._flash: FlashQueues | None = None
         #: Reserved fields of a later format, kept (resealed, carried to a
         #: new id) but not understood.
         self._later_payloads: dict[bytes, bytes] = {}
-        self._flash: dict[str, dict[bytes, Any]] | None = None
-        self._flash_added: dict[bytes, Any] = {}
-        self._flash_removed: set[bytes] = set()
         #: Fields that only a fallback secret verified: sealed anew on save.
         self._reseal: set[bytes] = set()
         self._created = time.time()
@@ -299,11 +252,7 @@ class RedisSession:
         self._dirty = False
         #: A moved legacy session's key may not outlive the old one's TTL.
         self._legacy_ttl: int | None = None
-        #: The user the stored session is bound to, and its details payload.
-        self._user: str | None = None
-        self._user_details: bytes | None = None
-        #: ``bind_user()``'s (user, details payload), or ``_MISSING``.
-        self._bind: Any = _MISSING
+        self._users.restart()
 
     # -- loading ---------------------------------------------------------
 
@@ -344,136 +293,51 @@ class RedisSession:
     def _adopt(self, session_id: str, stored: dict[bytes, bytes]) -> None:
         """Check every field's MAC and take the session; BadValue if any
         field does not verify. Nothing is deserialized here."""
-        payloads, reseal = self._seal_for(session_id).open_all(stored)
-        user_payloads = {
-            field.decode("utf-8", "surrogatepass"): payload
-            for field, payload in payloads.items()
-            if field[:1] != RESERVED
-        }
-        data: dict[str, Any] = dict.fromkeys(user_payloads, _PENDING)
-        flash: dict[bytes, bytes] = {}
-        later: dict[bytes, bytes] = {}
-        created = timeout = None
-        user = user_details = None
-        for field, payload in payloads.items():
-            if field[:1] != RESERVED:
-                continue
-            if field.startswith(FLASH):
-                flash[field] = payload
-            elif field == CREATED:
-                created = parse_created(payload)
-            elif field == TIMEOUT:
-                timeout = parse_timeout(payload)
-            elif field == USER:
-                user = key_name(payload)
-            elif field == USER_DETAILS:
-                user_details = payload
-            else:  # a later format's: verified, kept as it is
-                later[field] = payload
-        if created is None:
-            raise BadValue("the session has no creation time")
-        self._data = data
-        self._loaded_payloads = user_payloads
+        record = parse(stored, self._seal_for(session_id))
+        assert record.created is not None  # parse(strict=True) checks it
+        self._data = dict.fromkeys(record.keys, _PENDING)
+        self._loaded_payloads = record.keys
         self._stored_fields = stored
-        self._flash_payloads = flash
-        self._later_payloads = later
-        self._reseal = reseal
-        self._created = created
-        if timeout is not None:
-            self._timeout = timeout or None
+        if record.flash:
+            self._flash = FlashQueues(self._factory.serializer, record.flash)
+        self._later_payloads = record.later
+        self._reseal = record.reseal
+        self._created = record.created
+        if record.timeout is not None:
+            self._timeout = record.timeout or None
             self._own_timeout = True
         self._id = self._stored_id = self._source_id = session_id
         self._from_redis = True
-        self._user, self._user_details = user, user_details
+        self._users.restart(record.user, record.user_details)
 
     def _load_legacy(self, cookie: LegacyCookie) -> None:
         """Load the session 1.x or pyramid_session_redis stored under the key
-        a verified legacy cookie names, to be moved to a new id in the new
-        format when the response goes, as ``regenerate_id()`` moves one
-        (the old key deleted once the new one exists). The value is an
-        unsigned pickle: this is the only path that reads one, and only for
-        a cookie signed with the secret."""
-        key = cookie.redis_key
-        try:
-            raw, ttl = self._get_store().load_legacy(key)
-        except BadValue as e:  # the key holds another Redis type
-            self._reject_legacy(key, str(e))
+        a verified legacy cookie names, to be moved to a new id when the
+        response goes, whether or not it was changed (see :mod:`.migration`)."""
+        f = self._factory
+        found = load_legacy(
+            self._get_store(),
+            cookie,
+            loads=f.legacy_loads,
+            serializer=f.serializer,
+            prefix=f.prefix,
+            absolute_timeout=f.absolute_timeout,
+        )
+        if found.doom:
+            self._doom_key(found.key)
+        if found.session is None:
             return
-        if raw is None:
-            return  # expired: a fresh session, and the cookie is cleared
-        try:
-            legacy = decode_value(cookie.kind, raw, self._factory.legacy_loads)
-            self._check_serializable(legacy)
-        except BadLegacyValue as e:
-            self._reject_legacy(key, str(e))
-            return
-        absolute = self._factory.absolute_timeout
-        if absolute is not None and legacy.created + absolute <= time.time():
-            self._doom_key(key)
-            return  # past its deadline: gone, as the load script would say
-        self._claim = key
-        if legacy.dropped_keys:
-            log.warning(
-                "legacy session at %s had keys that are not str, which the new "
-                "format cannot store; dropped: %s",
-                self._describe_legacy(key),
-                ", ".join(legacy.dropped_keys),
-            )
-        self._adopt_legacy(legacy, ttl)
-
-    def _check_serializable(self, legacy: LegacySession) -> None:
-        """BadLegacyValue unless the serializer can store every value, so that
-        the move cannot fail in the response callback."""
-        dumps = self._factory.serializer.dumps
-        try:
-            for value in legacy.data.values():
-                dumps(value)
-            for messages in legacy.flash.values():
-                for message in messages:
-                    dumps(message)
-        except Exception as e:  # a serializer may raise anything
-            raise BadLegacyValue(
-                f"{type(e).__name__} while serializing for the new format"
-            ) from None
-
-    def _adopt_legacy(self, legacy: LegacySession, ttl: int | None) -> None:
-        """Take a decoded legacy session as this request's, not stored yet:
-        the save creates it under a new id, whether or not it was changed."""
-        data = dict(legacy.data)
-        if legacy.csrf_token is not None:
-            data[_CSRF_KEY] = legacy.csrf_token
-        self._data = data
-        flash: dict[str, dict[bytes, Any]] = {}
-        for queue, messages in legacy.flash.items():
-            for message in messages:
-                field = _flash_field(queue)
-                flash.setdefault(queue, {})[field] = message
-                self._flash_added[field] = message
-        self._flash = flash
+        legacy = found.session
+        self._claim = found.key
+        self._data = found.data()
+        self._flash = FlashQueues.of_messages(f.serializer, legacy.flash)
         self._created = legacy.created
-        if legacy.timeout != self._factory.timeout:
+        if legacy.timeout != f.timeout:
             self._timeout = legacy.timeout
             self._own_timeout = True
-        self._legacy_ttl = ttl
+        self._legacy_ttl = found.ttl
         self._from_redis = True  # not new: it was the user's session already
         self._dirty = True
-
-    def _reject_legacy(self, key: str, reason: str) -> None:
-        log.warning(
-            "legacy session value at %s could not be loaded (%s); starting a "
-            "new session",
-            self._describe_legacy(key),
-            reason,
-        )
-        self._doom_key(key)
-
-    def _describe_legacy(self, key: str) -> str:
-        """Name a legacy key in logs: the current prefix if it has it, and a
-        digest of the rest, which holds the old session id."""
-        prefix = self._factory.prefix
-        if not (prefix and key.startswith(prefix)):
-            prefix = ""
-        return f"legacy key {prefix}<sha256:{key_digest(key[len(prefix) :])}>"
 
     def _seal_for(self, session_id: str) -> SessionSeal:
         """The sealer of ``session_id``'s fields, made once per id."""
@@ -494,7 +358,7 @@ class RedisSession:
     def _reject(self, session_id: str, reason: str) -> None:
         log.warning(
             "session value at %s could not be loaded (%s); starting a new session",
-            self._describe(session_id),
+            describe(self._factory.prefix, session_id),
             reason,
         )
         self._doom(session_id)
@@ -502,12 +366,6 @@ class RedisSession:
             self._request.registry.notify(
                 SessionValueRejected(self._request, reason, key_digest(session_id))
             )
-
-    def _describe(self, session_id: str) -> str:
-        """Name a key in logs without its id, which is a bearer secret."""
-        return f"{self._factory.prefix}<sha256:{key_digest(session_id)}>"
-
-    # -- events ----------------------------------------------------------
 
     def _has_listeners(self) -> bool:
         """Whether any subscriber is registered: events cost nothing when
@@ -524,18 +382,6 @@ class RedisSession:
         if self._has_listeners():
             server = error.server or "server unknown"
             self._request.registry.notify(StoreUnavailable(self._request, server))
-
-    def _announce(self, live_id: str | None) -> None:
-        """Send the events of the changes this request applied."""
-        notify, request = self._request.registry.notify, self._request
-        if live_id is not None and live_id != self._source_id:
-            if self._regenerated_from is not None:
-                old = key_digest(self._regenerated_from)
-                notify(SessionIdRegenerated(request, key_digest(live_id), old))
-            else:
-                notify(SessionCreated(request, key_digest(live_id)))
-        for ended in self._invalidated:
-            notify(SessionInvalidated(request, key_digest(ended)))
 
     def _decode(self, key: str) -> Any:
         """The value of a loaded key, deserialized now. A value that will not
@@ -575,48 +421,6 @@ class RedisSession:
             ttl = self._legacy_ttl if ttl is None else min(ttl, self._legacy_ttl)
         return ttl
 
-    # -- the size limit --------------------------------------------------
-
-    def _check_size(self) -> None:
-        """:class:`SessionTooLarge` if this request's save would make the
-        session take more than ``max_session_size`` bytes in Redis (field
-        names and stored values). Called once, before anything is written;
-        costs nothing unless the save writes: the stored sizes are those of
-        the hash as loaded, and the delta it works out is the one the save
-        then uses."""
-        limit = self._factory.max_session_size
-        if limit is None:
-            return
-        if self._stored_id is None:
-            if not self._dirty:
-                return
-            pairs = iter(self._all_fields(self._seal_for(self.session_id)))
-            sizes = {f: len(v) for f, v in zip(pairs, pairs, strict=True)}
-        else:
-            changes, deleted = self._checked_delta = self._delta()
-            added, removed = dict(changes), list(deleted)
-            user, details = self._binding()
-            if (user, details) != (self._user, self._user_details):
-                # What _rebind adds to the delta.
-                if user is None:
-                    removed += [USER, USER_DETAILS]
-                else:
-                    added[USER] = user_payload(user)
-                    if details is not None:
-                        added[USER_DETAILS] = details
-                    elif self._user_details is not None:
-                        removed.append(USER_DETAILS)
-            if not added:
-                return  # nothing grows
-            sizes = {field: len(value) for field, value in self._stored_fields.items()}
-            for field in removed:
-                sizes.pop(field, None)
-            for field, payload in added.items():
-                sizes[field] = HEADER_SIZE + len(payload)
-        size = sum(map(len, sizes)) + sum(sizes.values())
-        if size > limit:
-            raise SessionTooLarge(size, limit, _largest(sizes))
-
     # -- saving ----------------------------------------------------------
 
     def _finish(self, request: Request, response: Response) -> None:
@@ -625,27 +429,27 @@ class RedisSession:
         failed = getattr(request, "exception", None) is not None
         if self._store_failed or (failed and not self._factory.cookie_on_exception):
             return
-        headers = response.headerlist
-        if all(name.lower() != "vary" for name, _ in headers):
-            headers.append(("Vary", "Cookie"))  # the common case, no parsing
-        else:
-            vary = response.vary or ()
-            if "Cookie" not in vary:
-                response.vary = (*vary, "Cookie")
+        vary_on_cookie(response)
         try:
             live_id = self._save()
         except SessionStoreError as e:
             # The cookie is left as it is: the session in Redis did not change.
             if isinstance(e, SessionStoreUnavailable):
                 self._unavailable(e)
-            self._answer_error(request, response)
+            answer_error(request, response)
             return
         if live_id is _ENDED:
             # Another request ended or replaced this session: its cookie,
             # which may already be the browser's new one, is not ours to touch.
             return
         if self._has_listeners():
-            self._announce(live_id)
+            announce(
+                request,
+                self._source_id,
+                live_id,
+                self._regenerated_from,
+                self._invalidated,
+            )
         codec, cookie = self._factory.cookie, self._cookie
         if live_id is None:
             if cookie.present:
@@ -657,22 +461,33 @@ class RedisSession:
         ):
             codec.set(response, live_id)
 
-    @staticmethod
-    def _answer_error(request: Request, response: Response) -> None:
-        """The save at the end of the request failed with a
-        :class:`~pyramid_redis_sessions.exceptions.SessionStoreError` (being
-        handled): the response becomes what the application's exception view
-        for it answers (for an unreachable Redis, a 503 with
-        ``config.include``). Response callbacks run outside Pyramid's
-        exception views, so the view is invoked here; without one the error
-        propagates as before."""
-        answer = request.invoke_exception_view(reraise=True)
-        prepare = getattr(answer, "prepare", None)
-        if prepare is not None:  # an HTTPException renders its body lazily
-            prepare(request.environ)
-        response.status = answer.status
-        response.headerlist[:] = answer.headerlist
-        response.app_iter = answer.app_iter
+    def _target(self) -> tuple[str | None, bytes | None]:
+        """The binding once saved (see :meth:`.UserBinding.target`)."""
+        return self._users.target(self._data, self._touched)
+
+    def _check_size(self) -> None:
+        """:class:`SessionTooLarge` if this request's save would make the
+        session take more than ``max_session_size`` bytes in Redis. Called
+        once, before anything is written; costs nothing unless the save
+        writes: the stored sizes are those of the hash as loaded, and the
+        delta it works out is the one the save then uses."""
+        limit = self._factory.max_session_size
+        if limit is None:
+            return
+        if self._stored_id is None:
+            if not self._dirty:
+                return
+            pairs = iter(self._all_fields(self._seal_for(self.session_id)))
+            sizes = {f: len(v) for f, v in zip(pairs, pairs, strict=True)}
+        else:
+            changes, deleted = self._checked_delta = self._delta()
+            bound, unbound = self._users.field_changes(self._target())
+            if not (changes or bound):
+                return  # nothing grows
+            sizes = limits.sizes_after(
+                self._stored_fields, {**changes, **bound}, [*deleted, *unbound]
+            )
+        limits.check(limit, sizes)
 
     def _save(self) -> Any:
         """Apply this request's changes in one round trip at most.
@@ -686,23 +501,28 @@ class RedisSession:
                 return self._create()  # deletes what is doomed, in its round trip
         else:
             changes, deleted = self._delta()
-            if (
-                changes
-                or deleted
-                or self._binding() != (self._user, self._user_details)
-            ):
-                return self._update(self._stored_id, changes, deleted)
+            target = self._target()
+            if changes or deleted or target != (self._users.user, self._users.details):
+                return self._update(self._stored_id, changes, deleted, target)
         if self._doomed:
-            self._get_store().delete(*self._doomed, index=self._index_changes().updates)
+            self._get_store().delete(*self._doomed, index=self._users.changes().updates)
         return self._stored_id
 
     def _update(
-        self, session_id: str, changes: dict[bytes, bytes], deleted: list[bytes]
+        self,
+        session_id: str,
+        changes: dict[bytes, bytes],
+        deleted: list[bytes],
+        target: tuple[str | None, bytes | None],
     ) -> Any:
         """Save the delta of a stored session, with its binding's change and
         the index updates they need: ``session_id``, or ``_ENDED``."""
-        index = self._index_changes()
-        self._rebind(session_id, changes, deleted, index)
+        index = self._users.changes()
+        bound, unbound = self._users.field_changes(target)
+        if bound or unbound:
+            changes.update(bound)
+            deleted += unbound
+            self._users.rebind(session_id, target, self._index_score(), index)
         seal = self._seal_for(session_id)
         fields = [b for f, p in changes.items() for b in (f, seal.seal(f, p))]
         store = self._get_store()
@@ -711,26 +531,9 @@ class RedisSession:
             return session_id
         log.info(
             "session %s ended during the request; its changes are dropped",
-            self._describe(session_id),
+            describe(self._factory.prefix, session_id),
         )
         return _ENDED
-
-    # -- the user sessions index (see .users) ------------------------------
-
-    def _binding(self) -> tuple[str | None, bytes | None]:
-        """The user and details payload the session is bound to once saved:
-        ``bind_user()``'s, else ``user_key``'s value if this request set,
-        changed or deleted it, else the stored binding."""
-        if self._bind is not _MISSING:
-            bind: tuple[str | None, bytes | None] = self._bind
-            return bind
-        key = self._factory.user_key
-        if key is not None and key in self._touched:
-            value = self._data.get(key)
-            user = None if value is None else str(value)
-            if user != self._user:
-                return user, None
-        return self._user, self._user_details
 
     def _index_score(self) -> float:
         """The score of this session in its user's index: its deadline with
@@ -740,40 +543,6 @@ class RedisSession:
             return self._created + absolute
         ttl = self._ttl()
         return math.inf if ttl is None else time.time() + ttl
-
-    def _index_changes(self) -> IndexChanges:
-        index = IndexChanges(
-            self._factory.prefix, self._factory.absolute_timeout is not None
-        )
-        for user, session_id in self._unindex:
-            index.remove(user, session_id)
-        return index
-
-    def _rebind(
-        self,
-        session_id: str,
-        changes: dict[bytes, bytes],
-        deleted: list[bytes],
-        index: IndexChanges,
-    ) -> None:
-        """Add a binding's change to the delta of a stored session, and the
-        index updates it needs."""
-        user, details = self._binding()
-        if (user, details) == (self._user, self._user_details):
-            return
-        if user is None:
-            deleted += [USER, USER_DETAILS]
-        else:
-            changes[USER] = user_payload(user)
-            if details is not None:
-                changes[USER_DETAILS] = details
-            elif self._user_details is not None:
-                deleted.append(USER_DETAILS)
-        if user != self._user:
-            if self._user is not None:
-                index.remove(self._user, session_id)
-            if user is not None:
-                index.add(user, session_id, self._index_score())
 
     def _payload(self, key: str) -> bytes:
         value = self._data[key]
@@ -820,9 +589,8 @@ class RedisSession:
                 payload = self._changed_in_place(key, self._data[key])
                 if payload is not None:
                     changes[field_name(key)] = payload
-        for field, message in self._flash_added.items():
-            changes[field] = dumps(message)
-        deleted.extend(self._flash_removed)
+        if self._flash is not None:
+            self._flash.add_delta(changes, deleted)
         if self._timeout_changed:
             changes[TIMEOUT] = str(self._timeout or 0).encode()
         for field in self._reseal:
@@ -836,14 +604,11 @@ class RedisSession:
             return repr(self._created).encode()
         if field == TIMEOUT:
             return str(self._timeout or 0).encode()
-        if field == USER:
-            assert self._user is not None  # loaded with the field
-            return user_payload(self._user)
-        if field == USER_DETAILS:
-            assert self._user_details is not None
-            return self._user_details
+        if field in (USER, USER_DETAILS):
+            return self._users.stored_payload(field)
         if field.startswith(FLASH):
-            return self._flash_payloads[field]
+            assert self._flash is not None  # loaded with the field
+            return self._flash.payloads[field]
         if field[:1] == RESERVED:
             return self._later_payloads[field]
         # The bytes loaded, not the value serialized again: with
@@ -858,20 +623,11 @@ class RedisSession:
         for key in self._data:
             field = field_name(key)
             fields += [field, seal.seal(field, self._payload(key))]
-        for field, payload in self._flash_payloads.items():
-            if field not in self._flash_removed:
-                fields += [field, seal.seal(field, payload)]
+        if self._flash is not None:
+            fields += self._flash.fields(seal)
         for field, payload in self._later_payloads.items():
             fields += [field, seal.seal(field, payload)]
-        for field, message in self._flash_added.items():
-            payload = self._factory.serializer.dumps(message)
-            fields += [field, seal.seal(field, payload)]
-        user, details = self._binding()
-        if user is not None:
-            fields += [USER, seal.seal(USER, user_payload(user))]
-            if details is not None:
-                fields += [USER_DETAILS, seal.seal(USER_DETAILS, details)]
-        return fields
+        return fields + UserBinding.fields(seal, self._target())
 
     def _create(self) -> Any:
         """Store this session under a new id: its id, or ``_ENDED`` when it
@@ -884,16 +640,16 @@ class RedisSession:
         store = self._get_store()
         if self._claim is not None and self._doomed:  # pragma: no cover
             # Not reached: ending a session ends its move too (_doom_key).
-            store.delete(*self._doomed, index=self._index_changes().updates)
+            store.delete(*self._doomed, index=self._users.changes().updates)
             self._doomed.clear()
-            self._unindex.clear()
+            self._users.ended.clear()
         replacing = tuple(self._doomed)
-        user = self._binding()[0]
+        user = self._target()[0]
         for _ in range(_CREATE_TRIES):
             session_id = self.session_id
             fields = self._all_fields(self._seal_for(session_id))
             if self._claim is None:
-                index = self._index_changes()
+                index = self._users.changes()
                 if user is not None:
                     index.add(user, session_id, self._index_score())
                 created = store.create(
@@ -901,7 +657,9 @@ class RedisSession:
                 )
                 replacing = ()  # deleted by the first try
             else:
-                index = self._move_index_changes(session_id, user)
+                index = self._users.move(
+                    self._regenerated_from, session_id, user, self._index_score()
+                )
                 moved = store.move(
                     self._claim, session_id, fields, self._ttl(), index=index.updates
                 )
@@ -923,25 +681,13 @@ class RedisSession:
             "returns ids that are already in use"
         )
 
-    def _move_index_changes(self, session_id: str, user: str | None) -> IndexChanges:
-        """The index updates of a move, applied only if it commits: the old
-        id's entry out, the new one's in."""
-        index = IndexChanges(
-            self._factory.prefix, self._factory.absolute_timeout is not None
-        )
-        old = self._regenerated_from
-        if self._user is not None and old is not None:
-            index.remove(self._user, old)
-        if user is not None:
-            index.add(user, session_id, self._index_score())
-        return index
-
     def _describe_claim(self) -> str:
         """Name the key a move comes from in logs."""
+        prefix = self._factory.prefix
         if self._regenerated_from is not None:
-            return self._describe(self._regenerated_from)
+            return describe(prefix, self._regenerated_from)
         assert self._claim is not None
-        return self._describe_legacy(self._claim)
+        return describe_legacy(prefix, self._claim)
 
     # -- ISession --------------------------------------------------------
 
@@ -981,8 +727,7 @@ class RedisSession:
         if old is not None:
             self._doom(old)
             self._invalidated.append(old)
-            if self._user is not None:
-                self._unindex.append((self._user, old))
+            self._users.end(old)
         if self._claim is not None:  # a legacy session's key, loaded
             self._doom_key(self._claim)
         legacy = self._cookie.legacy
@@ -1057,7 +802,7 @@ class RedisSession:
             raise TypeError(f"user must be a str or None, not {type(user).__name__}")
         payload = None if details is None or user is None else details_payload(details)
         self._load()
-        self._bind = (user, payload)
+        self._users.bind(user, payload)
         self._dirty = True
 
     @property
@@ -1068,7 +813,7 @@ class RedisSession:
         .. versionadded:: 2.0
         """
         self._load()
-        return self._binding()[0]
+        return self._target()[0]
 
     def user_sessions(self) -> UserSessions:
         """A :class:`~pyramid_redis_sessions.users.UserSessions` on this
@@ -1105,57 +850,44 @@ class RedisSession:
 
     # -- flash and CSRF --------------------------------------------------
 
-    def _queue(self, queue: str) -> dict[bytes, Any]:
-        """The messages of a flash queue by field, oldest first."""
+    def _queues(self) -> FlashQueues:
+        """The flash queues, their loaded messages decoded. A message that
+        will not deserialize ends the session as a bad stored value does."""
         self._load()
         if self._flash is None:
-            flash: dict[str, dict[bytes, Any]] = {}
-            try:
-                for field in sorted(self._flash_payloads):
-                    message = self._factory.serializer.loads(
-                        self._flash_payloads[field]
-                    )
-                    flash.setdefault(flash_queue(field), {})[field] = message
-            except Exception as e:  # a serializer may raise anything
-                self._fail_decoding(e)
-                flash = {}
-            self._flash = flash
-        return self._flash.setdefault(queue, {})
+            self._flash = FlashQueues(self._factory.serializer)
+        try:
+            self._flash.decode()
+        except Exception as e:  # a serializer may raise anything
+            self._fail_decoding(e)
+            self._flash = FlashQueues(self._factory.serializer)
+            self._flash.decode()
+        return self._flash
 
     def flash(self, msg: Any, queue: str = "", allow_duplicate: bool = True) -> None:
         """Add a message to a flash queue. Each message is a field of its own,
         so messages flashed by concurrent requests are all kept."""
-        messages = self._queue(queue)
-        if not allow_duplicate and msg in messages.values():
-            return
-        field = _flash_field(queue)
-        messages[field] = self._flash_added[field] = msg
-        self._dirty = True
+        if self._queues().add(msg, queue, allow_duplicate):
+            self._dirty = True
 
     def pop_flash(self, queue: str = "") -> list[Any]:
         """Remove and return the messages of a flash queue."""
-        messages = self._queue(queue)
-        popped = list(messages.values())
-        for field in messages:
-            if self._flash_added.pop(field, _MISSING) is _MISSING:
-                self._flash_removed.add(field)
-        messages.clear()
-        return popped
+        return self._queues().pop(queue)
 
     def peek_flash(self, queue: str = "") -> list[Any]:
         """Return the messages of a flash queue, leaving them there."""
-        return list(self._queue(queue).values())
+        return self._queues().peek(queue)
 
     def new_csrf_token(self) -> str:
         """Make, store and return a new CSRF token (Pyramid's default CSRF
         policy calls this)."""
         token = secrets.token_hex(20)
-        self[_CSRF_KEY] = token
+        self[CSRF_KEY] = token
         return token
 
     def get_csrf_token(self) -> str:
         """The session's CSRF token, made on first use."""
-        token = self.get(_CSRF_KEY)
+        token = self.get(CSRF_KEY)
         if token is None:
             token = self.new_csrf_token()
         return str(token)

@@ -93,9 +93,9 @@ import hmac
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .store import IndexUpdate, RedisStore
 from .values import (
@@ -104,6 +104,8 @@ from .values import (
     USER,
     USER_DETAILS,
     BadValue,
+    FieldCodec,
+    SessionSeal,
     parse_created,
     parse_timeout,
 )
@@ -111,11 +113,12 @@ from .values import (
 if TYPE_CHECKING:
     from pyramid.request import Request
 
-    from .session import SessionFactory
+    from .handles import Handles
 
 __all__ = [
     "IndexChanges",
     "SessionInfo",
+    "UserBinding",
     "UserSessions",
     "details_payload",
     "index_key",
@@ -174,6 +177,26 @@ class SessionInfo:
     details: Mapping[str, str] = field(default_factory=dict)
 
 
+class SessionFactory(Protocol):
+    """What this module needs of a session factory: the
+    :class:`~pyramid_redis_sessions.session.SessionFactory` that
+    :func:`~pyramid_redis_sessions.RedisSessionFactory` returns has it."""
+
+    @property
+    def store(self) -> RedisStore | None: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def timeout(self) -> int | None: ...
+    @property
+    def absolute_timeout(self) -> int | None: ...
+    @property
+    def codec(self) -> FieldCodec: ...
+    @property
+    def handles(self) -> Handles: ...
+    def store_for(self, request: Request) -> RedisStore: ...
+
+
 class IndexChanges:
     """The index updates of one save, by user (built by the session)."""
 
@@ -208,6 +231,133 @@ class IndexChanges:
                 sessions._sweep(user, [(m, now) for m in update.suspects], now)
 
 
+class UserBinding:
+    """The user a session is bound to, and its share of the save.
+
+    ``user`` and ``details`` are the stored binding (the ``\\xffuser`` and
+    ``\\xffuser-details`` fields as loaded); :meth:`bind` records this
+    request's ``bind_user()``; ``user_key`` (the option) makes a request that
+    set, changed or deleted that session key rebind too. ``ended`` lists the
+    (user, id) of bound sessions this request ended, to leave their index.
+    """
+
+    def __init__(self, prefix: str, deadlines: bool, user_key: str | None) -> None:
+        self._prefix = prefix
+        self._deadlines = deadlines
+        self._user_key = user_key
+        self.ended: list[tuple[str, str]] = []
+        self.restart()
+
+    def restart(self, user: str | None = None, details: bytes | None = None) -> None:
+        """Take ``user`` and ``details`` as the stored binding, and forget
+        this request's ``bind_user()`` (what it ended is kept)."""
+        self.user, self.details = user, details
+        self._bind: tuple[str | None, bytes | None] | None = None
+
+    def bind(self, user: str | None, details: bytes | None) -> None:
+        """``bind_user()``: bind to ``user`` (``None``: nobody) when saved."""
+        self._bind = (user, details)
+
+    def target(
+        self, data: Mapping[str, object], touched: Collection[str]
+    ) -> tuple[str | None, bytes | None]:
+        """The user and details payload the session is bound to once saved:
+        ``bind_user()``'s, else ``user_key``'s value if this request set,
+        changed or deleted it, else the stored binding."""
+        if self._bind is not None:
+            return self._bind
+        key = self._user_key
+        if key is not None and key in touched:
+            value = data.get(key)
+            user = None if value is None else str(value)
+            if user != self.user:
+                return user, None
+        return self.user, self.details
+
+    def end(self, session_id: str) -> None:
+        """The stored session ``session_id`` ends: unlist it when saved."""
+        if self.user is not None:
+            self.ended.append((self.user, session_id))
+
+    def changes(self) -> IndexChanges:
+        """The index updates this request needs whatever it saves."""
+        index = IndexChanges(self._prefix, self._deadlines)
+        for user, session_id in self.ended:
+            index.remove(user, session_id)
+        return index
+
+    def field_changes(
+        self, target: tuple[str | None, bytes | None]
+    ) -> tuple[dict[bytes, bytes], list[bytes]]:
+        """The payloads to set and the fields to delete to go from the
+        stored binding to ``target``."""
+        user, details = target
+        if (user, details) == (self.user, self.details):
+            return {}, []
+        if user is None:
+            return {}, [USER, USER_DETAILS]
+        changes = {USER: user_payload(user)}
+        deleted = []
+        if details is not None:
+            changes[USER_DETAILS] = details
+        elif self.details is not None:
+            deleted.append(USER_DETAILS)
+        return changes, deleted
+
+    def rebind(
+        self,
+        session_id: str,
+        target: tuple[str | None, bytes | None],
+        score: float,
+        index: IndexChanges,
+    ) -> None:
+        """Add to ``index`` what rebinding the stored ``session_id`` to
+        ``target`` needs."""
+        user = target[0]
+        if user != self.user:
+            if self.user is not None:
+                index.remove(self.user, session_id)
+            if user is not None:
+                index.add(user, session_id, score)
+
+    def move(
+        self,
+        old_id: str | None,
+        session_id: str,
+        user: str | None,
+        score: float,
+    ) -> IndexChanges:
+        """The index updates of a move to ``session_id``, applied only if it
+        commits: the old id's entry out, the new one's in."""
+        index = IndexChanges(self._prefix, self._deadlines)
+        if self.user is not None and old_id is not None:
+            index.remove(self.user, old_id)
+        if user is not None:
+            index.add(user, session_id, score)
+        return index
+
+    def stored_payload(self, field: bytes) -> bytes:
+        """The payload of a loaded binding field, written again as it was."""
+        if field == USER:
+            assert self.user is not None  # loaded with the field
+            return user_payload(self.user)
+        assert self.details is not None
+        return self.details
+
+    @staticmethod
+    def fields(
+        seal: SessionSeal, target: tuple[str | None, bytes | None]
+    ) -> list[bytes]:
+        """The binding fields of a new key (flat)."""
+        user, details = target
+        if user is None:
+            return []
+        fields = [USER, seal.seal(USER, user_payload(user))]
+        if details is not None:
+            fields += [USER_DETAILS, seal.seal(USER_DETAILS, details)]
+        return fields
+
+
 class UserSessions:
     """List and end the sessions of a user.
 
@@ -230,6 +380,7 @@ class UserSessions:
 
     def __init__(self, factory: SessionFactory, request: Request | None = None) -> None:
         self._factory = factory
+        self._current: str | None = None
         current: str | None = None
         if request is not None:
             store = factory.store_for(request)
@@ -237,7 +388,10 @@ class UserSessions:
                 session = request.session
             except AttributeError:  # a bare request (a script's) has none
                 session = None
-            current = getattr(session, "_current_id", lambda: None)()
+            own = getattr(session, "user_sessions", None)  # a RedisSession's
+            mine = own() if callable(own) else None
+            if isinstance(mine, UserSessions):
+                current = mine._current
         elif factory.store is not None:
             store = factory.store
         else:

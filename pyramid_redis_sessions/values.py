@@ -34,6 +34,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "CREATED",
+    "CSRF_KEY",
     "FLASH",
     "FLASH_ORDER_SIZE",
     "FORMAT",
@@ -73,6 +74,8 @@ TIMEOUT = b"\xfftimeout"
 USER = b"\xffuser"
 #: What the application recorded about the session at login (JSON), if any.
 USER_DETAILS = b"\xffuser-details"
+#: Pyramid's (and 1.x's) session key of the CSRF token.
+CSRF_KEY = "_csrft_"
 #: Prefix of flash message fields: ``FLASH + order + b":" + queue``, the
 #: order :data:`FLASH_ORDER_SIZE` characters.
 FLASH = b"\xffflash:"

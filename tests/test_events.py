@@ -12,7 +12,7 @@ from pyramid.config import Configurator
 from pyramid.events import NewRequest
 from pyramid.registry import Registry
 
-from pyramid_redis_sessions import session as session_module
+from pyramid_redis_sessions import events as events_module
 from pyramid_redis_sessions.events import (
     SessionCreated,
     SessionEvent,
@@ -171,7 +171,7 @@ def test_nothing_is_built_or_notified_without_subscribers(
             built.append(kind.__name__)
             return kind(*args)
 
-        monkeypatch.setattr(session_module, kind.__name__, build)
+        monkeypatch.setattr(events_module, kind.__name__, build)
     original = Registry.notify
 
     def notify(self: Registry, *events: object) -> None:

@@ -499,7 +499,8 @@ def store(server: BaseServer, prefix: str) -> Iterator[RedisStore]:
 def test_load_legacy_returns_the_bytes_and_the_whole_seconds_left(
     store: RedisStore, server: BaseServer
 ) -> None:
-    store_legacy(server, LEGACY_KEY, b"raw", 100)
+    store_legacy(server, LEGACY_KEY, b"raw", None)
+    server.client().pexpire(LEGACY_KEY, 99_900)
     raw, ttl = store.load_legacy(LEGACY_KEY)
     assert raw == b"raw" and ttl is not None and 90 <= ttl <= 99  # rounded down
     server.client().persist(LEGACY_KEY)
