@@ -47,6 +47,7 @@ from pyramid.response import Response
 from zope.interface import implementer
 
 from . import limits
+from .contents import MISSING, DecodeError, Keys, Reserved
 from .cookies import CookieCodec
 from .events import (
     SessionValueRejected,
@@ -65,18 +66,15 @@ from .serializers import Serializer
 from .store import GONE, MOVED, RedisStore
 from .users import UserBinding, UserSessions, details_payload
 from .values import (
-    CREATED,
     CSRF_KEY,
     FLASH,
     MAX_SECONDS,
     RESERVED,
-    TIMEOUT,
     USER,
     USER_DETAILS,
     BadValue,
     FieldCodec,
     SessionSeal,
-    field_name,
     key_name,
     parse,
 )
@@ -89,24 +87,15 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _CREATE_TRIES = 3
-#: Values that cannot change in place, so reading them never needs a
-#: serialization at the end of the request to see whether they changed.
-_IMMUTABLE = frozenset({str, int, float, bool, bytes, complex, type(None)})
 
 
-class _Marker:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-#: In ``_data``: a field loaded from Redis, not deserialized yet.
-_PENDING: Any = _Marker("<not deserialized>")
-_MISSING: Any = _Marker("<missing>")
 #: ``_save``'s answer when the session ended while this request ran.
-_ENDED: Any = _Marker("<ended meanwhile>")
+class _Ended:
+    def __repr__(self) -> str:
+        return "<ended meanwhile>"
+
+
+_ENDED: Any = _Ended()
 
 
 @implementer(ISessionFactory)
@@ -220,38 +209,23 @@ class RedisSession:
 
     def _start(self) -> None:
         """Become a new, empty session that is not stored anywhere yet."""
-        #: Session keys to values, or to ``_PENDING`` until first read.
-        self._data: dict[str, Any] = {}
-        #: Payloads of the fields as loaded, by session key.
-        self._loaded_payloads: dict[str, bytes] = {}
+        f = self._factory
+        self._keys = Keys(f.serializer, f.detect_changes)
+        self._reserved = Reserved(f.timeout)
         #: The hash as loaded, field to stored value: their sizes are what
         #: the session takes in Redis before this request's save.
         self._stored_fields: dict[bytes, bytes] = {}
         #: ``_check_size``'s delta, which ``_delta`` then returns once.
         self._checked_delta: tuple[dict[bytes, bytes], list[bytes]] | None = None
-        #: Keys this request assigned or deleted: always part of the delta.
-        self._touched: set[str] = set()
-        #: Loaded keys deserialized by this request: they may change in place.
-        self._decoded: list[str] = []
-        self._changed_all = False
         #: The flash queues, made when flash is used or the load found some.
         self._flash: FlashQueues | None = None
-        #: Reserved fields of a later format, kept (resealed, carried to a
-        #: new id) but not understood.
-        self._later_payloads: dict[bytes, bytes] = {}
         #: Fields that only a fallback secret verified: sealed anew on save.
         self._reseal: set[bytes] = set()
-        self._created = time.time()
-        self._timeout = self._factory.timeout
-        self._own_timeout = False  # stored in the session's TIMEOUT field
-        self._timeout_changed = False
         self._id: str | None = None  # the id to save under; made when needed
         self._stored_id: str | None = None  # the id whose key holds us now
         self._source_id: str | None = None  # the id it was loaded from
         self._from_redis = False
         self._dirty = False
-        #: A moved legacy session's key may not outlive the old one's TTL.
-        self._legacy_ttl: int | None = None
         self._users.restart()
 
     # -- loading ---------------------------------------------------------
@@ -294,18 +268,13 @@ class RedisSession:
         """Check every field's MAC and take the session; BadValue if any
         field does not verify. Nothing is deserialized here."""
         record = parse(stored, self._seal_for(session_id))
-        assert record.created is not None  # parse(strict=True) checks it
-        self._data = dict.fromkeys(record.keys, _PENDING)
-        self._loaded_payloads = record.keys
+        f = self._factory
+        self._keys = Keys(f.serializer, f.detect_changes, record.keys)
+        self._reserved = Reserved(f.timeout, record)
         self._stored_fields = stored
         if record.flash:
-            self._flash = FlashQueues(self._factory.serializer, record.flash)
-        self._later_payloads = record.later
+            self._flash = FlashQueues(f.serializer, record.flash)
         self._reseal = record.reseal
-        self._created = record.created
-        if record.timeout is not None:
-            self._timeout = record.timeout or None
-            self._own_timeout = True
         self._id = self._stored_id = self._source_id = session_id
         self._from_redis = True
         self._users.restart(record.user, record.user_details)
@@ -329,13 +298,12 @@ class RedisSession:
             return
         legacy = found.session
         self._claim = found.key
-        self._data = found.data()
+        self._keys.data = found.data()
         self._flash = FlashQueues.of_messages(f.serializer, legacy.flash)
-        self._created = legacy.created
+        self._reserved.created = legacy.created
         if legacy.timeout != f.timeout:
-            self._timeout = legacy.timeout
-            self._own_timeout = True
-        self._legacy_ttl = found.ttl
+            self._reserved.give_timeout(legacy.timeout, changed=False)
+        self._reserved.legacy_ttl = found.ttl
         self._from_redis = True  # not new: it was the user's session already
         self._dirty = True
 
@@ -383,43 +351,30 @@ class RedisSession:
             server = error.server or "server unknown"
             self._request.registry.notify(StoreUnavailable(self._request, server))
 
-    def _decode(self, key: str) -> Any:
-        """The value of a loaded key, deserialized now. A value that will not
+    def _value(self, key: str) -> Any:
+        """The value of ``key``, or ``MISSING``. A value that will not
         deserialize ends the session as a bad stored value does: the
-        session starts afresh and ``_MISSING`` is returned."""
+        session starts afresh and ``MISSING`` is returned."""
         try:
-            value = self._factory.serializer.loads(self._loaded_payloads[key])
-        except Exception as e:  # a serializer may raise anything on bad bytes
-            self._fail_decoding(e)
-            return _MISSING
-        self._data[key] = value
-        self._decoded.append(key)
-        return value
+            return self._keys.value(key)
+        except DecodeError as e:
+            self._fail_decoding(e.__cause__ or e)
+            return MISSING
 
-    def _fail_decoding(self, error: Exception) -> None:
+    def _decode_all(self) -> None:
+        try:
+            self._keys.decode_all()
+        except DecodeError as e:
+            self._fail_decoding(e.__cause__ or e)
+
+    def _fail_decoding(self, error: BaseException) -> None:
         source = self._source_id
         assert source is not None  # only loaded fields are deserialized
         self._reject(source, f"{type(error).__name__} while deserializing")
         self._start()
 
-    def _value(self, key: str) -> Any:
-        value = self._data.get(key, _MISSING)
-        return self._decode(key) if value is _PENDING else value
-
-    def _decode_all(self) -> None:
-        for key, value in list(self._data.items()):
-            if value is _PENDING and self._decode(key) is _MISSING:
-                return
-
     def _ttl(self) -> int | None:
-        ttl = self._timeout
-        absolute = self._factory.absolute_timeout
-        if absolute is not None:
-            left = max(1, math.ceil(self._created + absolute - time.time()))
-            ttl = left if ttl is None else min(ttl, left)
-        if self._legacy_ttl is not None:
-            ttl = self._legacy_ttl if ttl is None else min(ttl, self._legacy_ttl)
-        return ttl
+        return self._reserved.ttl(self._factory.absolute_timeout)
 
     # -- saving ----------------------------------------------------------
 
@@ -463,7 +418,7 @@ class RedisSession:
 
     def _target(self) -> tuple[str | None, bytes | None]:
         """The binding once saved (see :meth:`.UserBinding.target`)."""
-        return self._users.target(self._data, self._touched)
+        return self._users.target(self._keys.data, self._keys.touched)
 
     def _check_size(self) -> None:
         """:class:`SessionTooLarge` if this request's save would make the
@@ -540,59 +495,21 @@ class RedisSession:
         ``absolute_timeout``, else its expiry as of now (``inf``: none)."""
         absolute = self._factory.absolute_timeout
         if absolute is not None:
-            return self._created + absolute
+            return self._reserved.created + absolute
         ttl = self._ttl()
         return math.inf if ttl is None else time.time() + ttl
 
-    def _payload(self, key: str) -> bytes:
-        value = self._data[key]
-        if value is _PENDING:
-            return self._loaded_payloads[key]
-        payload: bytes = self._factory.serializer.dumps(value)
-        return payload
-
-    def _changed_in_place(self, key: str, value: Any) -> bytes | None:
-        """The new payload of a loaded, read value if it changed, else None."""
-        if not (self._changed_all or self._factory.detect_changes):
-            return None
-        if type(value) in _IMMUTABLE:
-            return None
-        loaded = self._loaded_payloads[key]
-        payload: bytes = self._factory.serializer.dumps(value)
-        if payload == loaded:
-            return None
-        # Bytes differ, yet the value may not (a set pickles in hash order,
-        # which differs between processes): compare the values themselves.
-        if self._factory.serializer.loads(loaded) == value:
-            return None
-        return payload
-
     def _delta(self) -> tuple[dict[bytes, bytes], list[bytes]]:
-        """Payloads of the fields to set, and the fields to delete. Only keys
-        this request wrote or deserialized can have changed."""
+        """Payloads of the fields to set, and the fields to delete."""
         if self._checked_delta is not None:  # worked out by _check_size
             delta, self._checked_delta = self._checked_delta, None
             return delta
-        dumps = self._factory.serializer.dumps
-        loaded = self._loaded_payloads
         changes: dict[bytes, bytes] = {}
         deleted: list[bytes] = []
-        for key in self._touched:
-            if key in self._data:
-                written: bytes = dumps(self._data[key])
-                if written != loaded.get(key):
-                    changes[field_name(key)] = written
-            elif key in loaded:
-                deleted.append(field_name(key))
-        for key in self._decoded:
-            if key not in self._touched and key in self._data:
-                payload = self._changed_in_place(key, self._data[key])
-                if payload is not None:
-                    changes[field_name(key)] = payload
+        self._keys.add_delta(changes, deleted)
         if self._flash is not None:
             self._flash.add_delta(changes, deleted)
-        if self._timeout_changed:
-            changes[TIMEOUT] = str(self._timeout or 0).encode()
+        self._reserved.add_delta(changes)
         for field in self._reseal:
             if field not in changes and field not in deleted:
                 changes[field] = self._stored_payload(field)
@@ -600,33 +517,22 @@ class RedisSession:
 
     def _stored_payload(self, field: bytes) -> bytes:
         """The payload of a loaded field that is written again as it was."""
-        if field == CREATED:
-            return repr(self._created).encode()
-        if field == TIMEOUT:
-            return str(self._timeout or 0).encode()
         if field in (USER, USER_DETAILS):
             return self._users.stored_payload(field)
         if field.startswith(FLASH):
             assert self._flash is not None  # loaded with the field
             return self._flash.payloads[field]
         if field[:1] == RESERVED:
-            return self._later_payloads[field]
+            return self._reserved.stored_payload(field)
         # The bytes loaded, not the value serialized again: with
         # detect_changes off, a change in place is saved only after changed().
-        return self._loaded_payloads[key_name(field)]
+        return self._keys.loaded[key_name(field)]
 
     def _all_fields(self, seal: SessionSeal) -> list[bytes]:
         """Every field of this session, for a new key (flat)."""
-        fields = [CREATED, seal.seal(CREATED, repr(self._created).encode())]
-        if self._own_timeout:
-            fields += [TIMEOUT, seal.seal(TIMEOUT, str(self._timeout or 0).encode())]
-        for key in self._data:
-            field = field_name(key)
-            fields += [field, seal.seal(field, self._payload(key))]
+        fields = self._reserved.fields(seal) + self._keys.fields(seal)
         if self._flash is not None:
             fields += self._flash.fields(seal)
-        for field, payload in self._later_payloads.items():
-            fields += [field, seal.seal(field, payload)]
         return fields + UserBinding.fields(seal, self._target())
 
     def _create(self) -> Any:
@@ -704,7 +610,7 @@ class RedisSession:
     def created(self) -> float:
         """When the session was created (seconds since the epoch)."""
         self._load()
-        return self._created
+        return self._reserved.created
 
     @property
     def new(self) -> bool:
@@ -716,7 +622,7 @@ class RedisSession:
     def timeout(self) -> int | None:
         """This session's timeout in seconds (``None``: no expiry)."""
         self._load()
-        return self._timeout
+        return self._reserved.timeout
 
     def invalidate(self) -> None:
         """End the session: its key is deleted and this object is empty and
@@ -765,7 +671,7 @@ class RedisSession:
     def changed(self) -> None:
         """Mark the session changed: values read by this request are saved
         even when they were changed in place with ``detect_changes`` off."""
-        self._changed_all = True
+        self._keys.changed_all = True
 
     def adjust_timeout_for_session(self, timeout_seconds: int | None) -> None:
         """Give this session its own timeout (``None`` or 0: no expiry)."""
@@ -779,8 +685,8 @@ class RedisSession:
                 "or None"
             )
         self._load()
-        self._timeout = timeout_seconds or None
-        self._own_timeout = self._timeout_changed = self._dirty = True
+        self._reserved.give_timeout(timeout_seconds or None)
+        self._dirty = True
 
     def bind_user(
         self, user: str | None, details: Mapping[str, str] | None = None
@@ -834,7 +740,7 @@ class RedisSession:
 
         .. versionadded:: 2.0
         """
-        return list(self._loaded_payloads)
+        return list(self._keys.loaded)
 
     @property
     def decoded_keys(self) -> list[str]:
@@ -842,7 +748,7 @@ class RedisSession:
 
         .. versionadded:: 2.0
         """
-        return list(self._decoded)
+        return list(self._keys.decoded)
 
     def _current_id(self) -> str | None:
         """The id of the stored session, without loading it."""
@@ -897,45 +803,45 @@ class RedisSession:
     @_reads
     def __getitem__(self, key: str) -> Any:
         value = self._value(key)
-        if value is _MISSING:
+        if value is MISSING:
             raise KeyError(key)
         return value
 
     @_reads
     def get(self, key: str, default: Any = None) -> Any:
         value = self._value(key)
-        return default if value is _MISSING else value
+        return default if value is MISSING else value
 
     @_reads
     def __contains__(self, key: object) -> bool:
-        return key in self._data
+        return key in self._keys.data
 
     @_reads
     def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
+        return iter(self._keys.data)
 
     @_reads
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._keys.data)
 
     @_reads
     def keys(self) -> KeysView[str]:
-        return self._data.keys()
+        return self._keys.data.keys()
 
     @_reads
     def values(self) -> ValuesView[Any]:
         self._decode_all()
-        return self._data.values()
+        return self._keys.data.values()
 
     @_reads
     def items(self) -> ItemsView[str, Any]:
         self._decode_all()
-        return self._data.items()
+        return self._keys.data.items()
 
     @_reads
     def copy(self) -> dict[str, Any]:
         self._decode_all()
-        return self._data.copy()
+        return self._keys.data.copy()
 
     @_reads
     def __eq__(self, other: object) -> bool:
@@ -943,30 +849,30 @@ class RedisSession:
         if isinstance(other, RedisSession):
             other._load()
             other._decode_all()
-            return self._data == other._data
-        return self._data == other
+            return self._keys.data == other._keys.data
+        return self._keys.data == other
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         if not self._loaded:
             return f"<{type(self).__name__} (not loaded)>"
-        return f"<{type(self).__name__} keys={sorted(map(str, self._data))!r}>"
+        return f"<{type(self).__name__} keys={sorted(map(str, self._keys.data))!r}>"
 
     @_writes
     def __setitem__(self, key: str, value: Any) -> None:
-        self._data[_check_key(key)] = value
-        self._touched.add(key)
+        self._keys.data[_check_key(key)] = value
+        self._keys.touched.add(key)
 
     @_writes
     def __delitem__(self, key: str) -> None:
-        del self._data[key]
-        self._touched.add(key)
+        del self._keys.data[key]
+        self._keys.touched.add(key)
 
     @_writes
     def setdefault(self, key: str, default: Any = None) -> Any:
         value = self._value(key)
-        if value is _MISSING:
+        if value is MISSING:
             self[key] = value = default
         return value
 
@@ -978,26 +884,26 @@ class RedisSession:
     @_writes
     def clear(self) -> None:
         """Remove every key; the fields this request saw are deleted."""
-        self._touched.update(self._data)
-        self._data.clear()
+        self._keys.touched.update(self._keys.data)
+        self._keys.data.clear()
 
     @_writes
     def popitem(self) -> tuple[str, Any]:
-        if not self._data:
+        if not self._keys.data:
             raise KeyError("popitem(): session is empty")
-        key = next(reversed(self._data))
+        key = next(reversed(self._keys.data))
         value = self._value(key)
-        if value is _MISSING:
+        if value is MISSING:
             raise KeyError("popitem(): session is empty")
         del self[key]
         return key, value
 
     @_reads
-    def pop(self, key: str, default: Any = _MISSING) -> Any:
+    def pop(self, key: str, default: Any = MISSING) -> Any:
         value = self._value(key)
-        if value is not _MISSING:
+        if value is not MISSING:
             del self[key]
             return value
-        if default is _MISSING:
+        if default is MISSING:
             raise KeyError(key)
         return default
