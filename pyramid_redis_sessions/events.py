@@ -116,22 +116,54 @@ def describe(prefix: str, session_id: str) -> str:
     return f"{prefix}<sha256:{key_digest(session_id)}>"
 
 
-def announce(
-    request: Request,
-    source_id: str | None,
-    live_id: str | None,
-    regenerated_from: str | None,
-    invalidated: list[str],
-) -> None:
-    """Send the events of the changes a request applied: a session created
-    or its id regenerated (``live_id`` stored, not loaded from
-    ``source_id``), and the sessions it ``invalidated``."""
-    notify = request.registry.notify
-    if live_id is not None and live_id != source_id:
-        if regenerated_from is not None:
-            old = key_digest(regenerated_from)
-            notify(SessionIdRegenerated(request, key_digest(live_id), old))
-        else:
-            notify(SessionCreated(request, key_digest(live_id)))
-    for ended in invalidated:
-        notify(SessionInvalidated(request, key_digest(ended)))
+class Notifier:
+    """A request's events: sent only when anyone is subscribed (Pyramid's
+    ``registry.has_listeners``, asked once per request)."""
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self._listening: bool | None = None
+
+    @property
+    def listening(self) -> bool:
+        if self._listening is None:
+            registry = getattr(self._request, "registry", None)
+            self._listening = bool(getattr(registry, "has_listeners", False))
+        return self._listening
+
+    def rejected(self, session_id: str, reason: str) -> None:
+        """A stored value of ``session_id`` did not verify or decode."""
+        if self.listening:
+            digest = key_digest(session_id)
+            self._request.registry.notify(
+                SessionValueRejected(self._request, reason, digest)
+            )
+
+    def unavailable(self, server: str | None) -> None:
+        """Redis failed the request."""
+        if self.listening:
+            event = StoreUnavailable(self._request, server or "server unknown")
+            self._request.registry.notify(event)
+
+    def applied(
+        self,
+        source_id: str | None,
+        live_id: str | None,
+        regenerated_from: str | None,
+        invalidated: list[str],
+    ) -> None:
+        """The save applied the request's changes: a session created or its
+        id regenerated (``live_id`` stored, not loaded from ``source_id``),
+        and the sessions it ``invalidated``."""
+        if not self.listening:
+            return
+        request = self._request
+        notify = request.registry.notify
+        if live_id is not None and live_id != source_id:
+            if regenerated_from is not None:
+                old = key_digest(regenerated_from)
+                notify(SessionIdRegenerated(request, key_digest(live_id), old))
+            else:
+                notify(SessionCreated(request, key_digest(live_id)))
+        for ended in invalidated:
+            notify(SessionInvalidated(request, key_digest(ended)))

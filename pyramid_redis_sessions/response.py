@@ -7,7 +7,9 @@ from __future__ import annotations
 from pyramid.request import Request
 from pyramid.response import Response
 
-__all__ = ["answer_error", "vary_on_cookie"]
+from .cookies import CookieCodec, CookieState
+
+__all__ = ["answer_error", "set_cookie", "vary_on_cookie"]
 
 
 def vary_on_cookie(response: Response) -> None:
@@ -37,3 +39,21 @@ def answer_error(request: Request, response: Response) -> None:
     response.status = answer.status
     response.headerlist[:] = answer.headerlist
     response.app_iter = answer.app_iter
+
+
+def set_cookie(
+    codec: CookieCodec, cookie: CookieState, response: Response, live_id: str | None
+) -> None:
+    """Set the cookie to ``live_id``, the session stored after the save, or
+    clear the request's ``cookie`` when there is none (``None``). An
+    unchanged cookie is set again only when it has a ``max_age`` to renew
+    or was signed with a fallback secret."""
+    if live_id is None:
+        if cookie.present:
+            codec.delete(response)
+    elif (
+        live_id != cookie.session_id
+        or not cookie.current
+        or codec.settings.max_age is not None
+    ):
+        codec.set(response, live_id)

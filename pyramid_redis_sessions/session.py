@@ -24,21 +24,15 @@ A request reads top to bottom:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import math
-import secrets
 import time
 from collections.abc import (
     Callable,
-    ItemsView,
-    Iterator,
-    KeysView,
     Mapping,
-    ValuesView,
 )
 from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
 import redis
 from pyramid.interfaces import ISession, ISessionFactory
@@ -47,26 +41,20 @@ from pyramid.response import Response
 from zope.interface import implementer
 
 from . import limits
-from .contents import MISSING, DecodeError, Keys, Reserved
+from .contents import Keys, Reserved
 from .cookies import CookieCodec
-from .events import (
-    SessionValueRejected,
-    StoreUnavailable,
-    announce,
-    describe,
-    key_digest,
-)
+from .events import Notifier, describe
 from .exceptions import SessionStoreError, SessionStoreUnavailable
 from .flash import FlashQueues
 from .handles import Handles
 from .legacy import LegacyCookie, RestrictedLoads
+from .mapping import SessionMapping, writes
 from .migration import describe_legacy, load_legacy
-from .response import answer_error, vary_on_cookie
+from .response import answer_error, set_cookie, vary_on_cookie
 from .serializers import Serializer
 from .store import GONE, MOVED, RedisStore
 from .users import UserBinding, UserSessions, details_payload
 from .values import (
-    CSRF_KEY,
     FLASH,
     MAX_SECONDS,
     RESERVED,
@@ -83,18 +71,15 @@ __all__ = ["RedisSession", "SessionFactory"]
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 _CREATE_TRIES = 3
 
 
-#: ``_save``'s answer when the session ended while this request ran.
 class _Ended:
     def __repr__(self) -> str:
         return "<ended meanwhile>"
 
 
+#: ``_save``'s answer when the session ended while this request ran.
 _ENDED: Any = _Ended()
 
 
@@ -143,37 +128,8 @@ class SessionFactory:
         return RedisStore(client, self.prefix)
 
 
-def _reads(
-    method: Callable[Concatenate[RedisSession, P], R],
-) -> Callable[Concatenate[RedisSession, P], R]:
-    @functools.wraps(method)
-    def wrapper(self: RedisSession, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        self._load()
-        return method(self, *args, **kwargs)
-
-    return wrapper
-
-
-def _writes(
-    method: Callable[Concatenate[RedisSession, P], R],
-) -> Callable[Concatenate[RedisSession, P], R]:
-    @functools.wraps(method)
-    def wrapper(self: RedisSession, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        self._load()
-        self._dirty = True
-        return method(self, *args, **kwargs)
-
-    return wrapper
-
-
-def _check_key(key: object) -> str:
-    if not isinstance(key, str):
-        raise TypeError(f"session keys must be str, not {type(key).__name__}")
-    return key
-
-
 @implementer(ISession)
-class RedisSession:
+class RedisSession(SessionMapping):
     """``request.session``: a dict kept in Redis.
 
     Made by the factory that :func:`~pyramid_redis_sessions.RedisSessionFactory`
@@ -204,7 +160,7 @@ class RedisSession:
         self._invalidated: list[str] = []  # the doomed ids invalidate() ended
         self._regenerated_from: str | None = None  # the id regenerate_id() left
         self._store_failed = False  # Redis was unreachable during this request
-        self._listening: bool | None = None  # anyone subscribed; asked once
+        self._events = Notifier(request)
         self._start()
 
     def _start(self) -> None:
@@ -330,42 +286,13 @@ class RedisSession:
             reason,
         )
         self._doom(session_id)
-        if self._has_listeners():
-            self._request.registry.notify(
-                SessionValueRejected(self._request, reason, key_digest(session_id))
-            )
-
-    def _has_listeners(self) -> bool:
-        """Whether any subscriber is registered: events cost nothing when
-        none is (Pyramid's own check, asked once per request)."""
-        if self._listening is None:
-            registry = getattr(self._request, "registry", None)
-            self._listening = bool(getattr(registry, "has_listeners", False))
-        return self._listening
+        self._events.rejected(session_id, reason)
 
     def _unavailable(self, error: SessionStoreUnavailable) -> None:
         """Redis failed this request: from now on the session leaves Redis
         and the cookie alone (a transient error logs nobody out)."""
         self._store_failed = True
-        if self._has_listeners():
-            server = error.server or "server unknown"
-            self._request.registry.notify(StoreUnavailable(self._request, server))
-
-    def _value(self, key: str) -> Any:
-        """The value of ``key``, or ``MISSING``. A value that will not
-        deserialize ends the session as a bad stored value does: the
-        session starts afresh and ``MISSING`` is returned."""
-        try:
-            return self._keys.value(key)
-        except DecodeError as e:
-            self._fail_decoding(e.__cause__ or e)
-            return MISSING
-
-    def _decode_all(self) -> None:
-        try:
-            self._keys.decode_all()
-        except DecodeError as e:
-            self._fail_decoding(e.__cause__ or e)
+        self._events.unavailable(error.server)
 
     def _fail_decoding(self, error: BaseException) -> None:
         source = self._source_id
@@ -397,24 +324,10 @@ class RedisSession:
             # Another request ended or replaced this session: its cookie,
             # which may already be the browser's new one, is not ours to touch.
             return
-        if self._has_listeners():
-            announce(
-                request,
-                self._source_id,
-                live_id,
-                self._regenerated_from,
-                self._invalidated,
-            )
-        codec, cookie = self._factory.cookie, self._cookie
-        if live_id is None:
-            if cookie.present:
-                codec.delete(response)
-        elif (
-            live_id != cookie.session_id
-            or not cookie.current
-            or codec.settings.max_age is not None
-        ):
-            codec.set(response, live_id)
+        self._events.applied(
+            self._source_id, live_id, self._regenerated_from, self._invalidated
+        )
+        set_cookie(self._factory.cookie, self._cookie, response, live_id)
 
     def _target(self) -> tuple[str | None, bytes | None]:
         """The binding once saved (see :meth:`.UserBinding.target`)."""
@@ -667,7 +580,7 @@ class RedisSession:
             self._dirty = True
         self._id = None
 
-    @_writes
+    @writes
     def changed(self) -> None:
         """Mark the session changed: values read by this request are saved
         even when they were changed in place with ``detect_changes`` off."""
@@ -732,24 +645,6 @@ class RedisSession:
             self._factory, self._get_store(), self._current_id()
         )
 
-    @property
-    def loaded_keys(self) -> list[str]:
-        """The keys this request's load found in Redis (none before the
-        load, nor after :meth:`invalidate`); asking loads nothing. For tools
-        such as the debug-toolbar panel.
-
-        .. versionadded:: 2.0
-        """
-        return list(self._keys.loaded)
-
-    @property
-    def decoded_keys(self) -> list[str]:
-        """The loaded keys this request has deserialized so far, in order.
-
-        .. versionadded:: 2.0
-        """
-        return list(self._keys.decoded)
-
     def _current_id(self) -> str | None:
         """The id of the stored session, without loading it."""
         return self._stored_id if self._loaded else self._cookie.session_id
@@ -783,127 +678,3 @@ class RedisSession:
     def peek_flash(self, queue: str = "") -> list[Any]:
         """Return the messages of a flash queue, leaving them there."""
         return self._queues().peek(queue)
-
-    def new_csrf_token(self) -> str:
-        """Make, store and return a new CSRF token (Pyramid's default CSRF
-        policy calls this)."""
-        token = secrets.token_hex(20)
-        self[CSRF_KEY] = token
-        return token
-
-    def get_csrf_token(self) -> str:
-        """The session's CSRF token, made on first use."""
-        token = self.get(CSRF_KEY)
-        if token is None:
-            token = self.new_csrf_token()
-        return str(token)
-
-    # -- the dict --------------------------------------------------------
-
-    @_reads
-    def __getitem__(self, key: str) -> Any:
-        value = self._value(key)
-        if value is MISSING:
-            raise KeyError(key)
-        return value
-
-    @_reads
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self._value(key)
-        return default if value is MISSING else value
-
-    @_reads
-    def __contains__(self, key: object) -> bool:
-        return key in self._keys.data
-
-    @_reads
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys.data)
-
-    @_reads
-    def __len__(self) -> int:
-        return len(self._keys.data)
-
-    @_reads
-    def keys(self) -> KeysView[str]:
-        return self._keys.data.keys()
-
-    @_reads
-    def values(self) -> ValuesView[Any]:
-        self._decode_all()
-        return self._keys.data.values()
-
-    @_reads
-    def items(self) -> ItemsView[str, Any]:
-        self._decode_all()
-        return self._keys.data.items()
-
-    @_reads
-    def copy(self) -> dict[str, Any]:
-        self._decode_all()
-        return self._keys.data.copy()
-
-    @_reads
-    def __eq__(self, other: object) -> bool:
-        self._decode_all()
-        if isinstance(other, RedisSession):
-            other._load()
-            other._decode_all()
-            return self._keys.data == other._keys.data
-        return self._keys.data == other
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        if not self._loaded:
-            return f"<{type(self).__name__} (not loaded)>"
-        return f"<{type(self).__name__} keys={sorted(map(str, self._keys.data))!r}>"
-
-    @_writes
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._keys.data[_check_key(key)] = value
-        self._keys.touched.add(key)
-
-    @_writes
-    def __delitem__(self, key: str) -> None:
-        del self._keys.data[key]
-        self._keys.touched.add(key)
-
-    @_writes
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        value = self._value(key)
-        if value is MISSING:
-            self[key] = value = default
-        return value
-
-    @_writes
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:
-        for key, value in dict(other, **kwargs).items():
-            self[key] = value
-
-    @_writes
-    def clear(self) -> None:
-        """Remove every key; the fields this request saw are deleted."""
-        self._keys.touched.update(self._keys.data)
-        self._keys.data.clear()
-
-    @_writes
-    def popitem(self) -> tuple[str, Any]:
-        if not self._keys.data:
-            raise KeyError("popitem(): session is empty")
-        key = next(reversed(self._keys.data))
-        value = self._value(key)
-        if value is MISSING:
-            raise KeyError("popitem(): session is empty")
-        del self[key]
-        return key, value
-
-    @_reads
-    def pop(self, key: str, default: Any = MISSING) -> Any:
-        value = self._value(key)
-        if value is not MISSING:
-            del self[key]
-            return value
-        if default is MISSING:
-            raise KeyError(key)
-        return default

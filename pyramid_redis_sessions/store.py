@@ -109,7 +109,6 @@ __all__ = [
 ]
 
 
-
 @dataclass
 class IndexUpdate:
     """Changes to one user's index, run by :meth:`RedisStore.update_index`
