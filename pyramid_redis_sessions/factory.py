@@ -13,9 +13,13 @@ import pickle
 import secrets
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
+from pyramid.interfaces import ISessionFactory
+from pyramid.request import Request
+from zope.interface import implementer
 
 from .client import (
     DEFAULT_RETRIES,
@@ -28,8 +32,9 @@ from .cookies import CookieCodec, CookieSettings
 from .exceptions import ConfigurationError
 from .handles import Handles
 from .legacy import LegacyCookies, RestrictedLoads
+from .options import SessionOptions
 from .serializers import FunctionSerializer, PickleSerializer, Serializer
-from .session import SessionFactory
+from .session import RedisSession
 from .settings import DEPRECATED, PREFIX, coerce_option, settings_options
 from .store import RedisStore
 from .values import FieldCodec
@@ -44,6 +49,21 @@ __all__ = [
 
 #: ``max_session_size``'s default: 1 MiB.
 DEFAULT_MAX_SESSION_SIZE = 1 << 20
+
+
+@implementer(ISessionFactory)
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SessionFactory(SessionOptions):
+    """What :func:`~pyramid_redis_sessions.RedisSessionFactory` returns:
+    called with a request, it returns that request's
+    :class:`~pyramid_redis_sessions.RedisSession`.
+
+    Its attributes are the checked options, built once
+    (:class:`~pyramid_redis_sessions.options.SessionOptions`).
+    """
+
+    def __call__(self, request: Request) -> RedisSession:
+        return RedisSession(request, self)
 
 
 def generate_session_id() -> str:

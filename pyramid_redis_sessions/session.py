@@ -23,35 +23,29 @@ A request reads top to bottom:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
 from collections.abc import (
-    Callable,
     Mapping,
 )
-from dataclasses import dataclass
 from typing import Any
 
-import redis
-from pyramid.interfaces import ISession, ISessionFactory
+from pyramid.interfaces import ISession
 from pyramid.request import Request
 from pyramid.response import Response
 from zope.interface import implementer
 
 from . import limits
 from .contents import Keys, Reserved
-from .cookies import CookieCodec
 from .events import Notifier, describe
 from .exceptions import SessionStoreError, SessionStoreUnavailable
 from .flash import FlashQueues
-from .handles import Handles
-from .legacy import LegacyCookie, RestrictedLoads
+from .legacy import LegacyCookie
 from .mapping import SessionMapping, writes
 from .migration import describe_legacy, load_legacy
+from .options import SessionOptions
 from .response import answer_error, set_cookie, vary_on_cookie
-from .serializers import Serializer
 from .store import GONE, MOVED, RedisStore
 from .users import UserBinding, UserSessions, details_payload
 from .values import (
@@ -61,13 +55,12 @@ from .values import (
     USER,
     USER_DETAILS,
     BadValue,
-    FieldCodec,
     SessionSeal,
     key_name,
     parse,
 )
 
-__all__ = ["RedisSession", "SessionFactory"]
+__all__ = ["RedisSession"]
 
 log = logging.getLogger(__name__)
 
@@ -83,51 +76,6 @@ class _Ended:
 _ENDED: Any = _Ended()
 
 
-@implementer(ISessionFactory)
-@dataclass(frozen=True, kw_only=True, eq=False)
-class SessionFactory:
-    """What :func:`~pyramid_redis_sessions.RedisSessionFactory` returns:
-    called with a request, it returns that request's :class:`RedisSession`.
-
-    Its attributes are the checked options, built once.
-    """
-
-    codec: FieldCodec
-    cookie: CookieCodec
-    serializer: Serializer
-    timeout: int | None
-    absolute_timeout: int | None
-    cookie_on_exception: bool
-    detect_changes: bool
-    id_generator: Callable[[], str]
-    prefix: str
-    #: The shared store, or ``None`` when ``client_callable`` gives clients.
-    store: RedisStore | None
-    client_callable: Callable[..., redis.Redis] | None
-    redis_options: dict[str, Any]
-    #: Reads the values of legacy sessions (1.x's ``deserialize``).
-    legacy_loads: Callable[[bytes], Any] = dataclasses.field(
-        default_factory=RestrictedLoads
-    )
-    #: The session key that names the user (the ``user_key`` option).
-    user_key: str | None = None
-    #: Names sessions for people without their ids (:mod:`.handles`).
-    handles: Handles
-    #: The most bytes a session may take in Redis (``None``: no limit).
-    max_session_size: int | None = None
-
-    def __call__(self, request: Request) -> RedisSession:
-        return RedisSession(request, self)
-
-    def store_for(self, request: Request) -> RedisStore:
-        """The store a request uses; ``client_callable`` is asked here."""
-        if self.store is not None:
-            return self.store
-        assert self.client_callable is not None
-        client = self.client_callable(request, **self.redis_options)
-        return RedisStore(client, self.prefix)
-
-
 @implementer(ISession)
 class RedisSession(SessionMapping):
     """``request.session``: a dict kept in Redis.
@@ -138,7 +86,7 @@ class RedisSession(SessionMapping):
     the serializer accepts.
     """
 
-    def __init__(self, request: Request, factory: SessionFactory) -> None:
+    def __init__(self, request: Request, factory: SessionOptions) -> None:
         self._request = request
         self._factory = factory
         self._cookie = factory.cookie.read(request)

@@ -95,8 +95,9 @@ import math
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
+from .options import SessionOptions
 from .store import IndexUpdate, RedisStore
 from .values import (
     CREATED,
@@ -104,7 +105,6 @@ from .values import (
     USER,
     USER_DETAILS,
     BadValue,
-    FieldCodec,
     SessionSeal,
     parse_created,
     parse_timeout,
@@ -113,7 +113,6 @@ from .values import (
 if TYPE_CHECKING:
     from pyramid.request import Request
 
-    from .handles import Handles
 
 __all__ = [
     "IndexChanges",
@@ -177,26 +176,6 @@ class SessionInfo:
     details: Mapping[str, str] = field(default_factory=dict)
 
 
-class SessionFactory(Protocol):
-    """What this module needs of a session factory: the
-    :class:`~pyramid_redis_sessions.session.SessionFactory` that
-    :func:`~pyramid_redis_sessions.RedisSessionFactory` returns has it."""
-
-    @property
-    def store(self) -> RedisStore | None: ...
-    @property
-    def prefix(self) -> str: ...
-    @property
-    def timeout(self) -> int | None: ...
-    @property
-    def absolute_timeout(self) -> int | None: ...
-    @property
-    def codec(self) -> FieldCodec: ...
-    @property
-    def handles(self) -> Handles: ...
-    def store_for(self, request: Request) -> RedisStore: ...
-
-
 class IndexChanges:
     """The index updates of one save, by user (built by the session)."""
 
@@ -221,7 +200,7 @@ class IndexChanges:
     def updates(self) -> list[IndexUpdate]:
         return list(self._by_user.values())
 
-    def check_suspects(self, factory: SessionFactory, store: RedisStore) -> None:
+    def check_suspects(self, factory: SessionOptions, store: RedisStore) -> None:
         """After the save: look at the sessions whose entries' scores have
         passed (there are none with ``absolute_timeout``)."""
         for user, update in self._by_user.items():
@@ -378,7 +357,7 @@ class UserSessions:
     ``request`` then.
     """
 
-    def __init__(self, factory: SessionFactory, request: Request | None = None) -> None:
+    def __init__(self, factory: SessionOptions, request: Request | None = None) -> None:
         self._factory = factory
         self._current: str | None = None
         current: str | None = None
@@ -404,7 +383,7 @@ class UserSessions:
 
     @classmethod
     def from_store(
-        cls, factory: SessionFactory, store: RedisStore, current: str | None = None
+        cls, factory: SessionOptions, store: RedisStore, current: str | None = None
     ) -> UserSessions:
         """The sessions of ``factory``'s users in ``store`` (a script's, such
         as ``psessions``, which builds its store from a blank request, or a
