@@ -8,7 +8,8 @@ numbers: its creation time and own timeout, and the reserved fields of a
 later format, carried as they are. Each gives its share of a stored
 session's delta and of a new key's fields; the session
 (:mod:`.session`) puts the shares together with the flash queues'
-(:mod:`.flash`) and the user binding's (:mod:`.users`).
+(:mod:`.flash`) and the user binding's (:mod:`.users`): together they
+are :class:`Contents`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,24 @@ import math
 import time
 from typing import Any
 
+from . import limits
+from .flash import FlashQueues
 from .serializers import Serializer
-from .values import CREATED, TIMEOUT, Record, SessionSeal, field_name
+from .users import UserBinding
+from .values import (
+    CREATED,
+    FLASH,
+    RESERVED,
+    TIMEOUT,
+    USER,
+    USER_DETAILS,
+    Record,
+    SessionSeal,
+    field_name,
+    key_name,
+)
 
-__all__ = ["MISSING", "PENDING", "DecodeError", "Keys", "Reserved"]
+__all__ = ["MISSING", "PENDING", "Contents", "DecodeError", "Keys", "Reserved"]
 
 
 class _Marker:
@@ -202,3 +217,104 @@ class Reserved:
         if field == TIMEOUT:
             return self._timeout_payload()
         return self.later[field]
+
+
+class Contents:
+    """Everything a session holds: its keys, its reserved numbers and its
+    flash queues, with the hash as loaded (``stored``, empty for a new
+    session). It works out a stored session's delta and a new key's
+    fields, the user binding's share (:class:`.users.UserBinding`) given."""
+
+    def __init__(
+        self,
+        serializer: Serializer,
+        detect_changes: bool,
+        timeout: int | None,
+        record: Record | None = None,
+        stored: dict[bytes, bytes] | None = None,
+    ) -> None:
+        self._serializer = serializer
+        loaded = record.keys if record is not None else None
+        self.keys = Keys(serializer, detect_changes, loaded)
+        self.reserved = Reserved(timeout, record)
+        #: The hash as loaded, field to stored value: their sizes are what
+        #: the session takes in Redis before this request's save.
+        self.stored: dict[bytes, bytes] = stored or {}
+        #: The flash queues, made when flash is used or the load found some.
+        self.flash: FlashQueues | None = None
+        if record is not None and record.flash:
+            self.flash = FlashQueues(serializer, record.flash)
+        #: Fields that only a fallback secret verified: sealed anew on save.
+        self.reseal: set[bytes] = record.reseal if record is not None else set()
+        #: :meth:`check_size`'s delta, which :meth:`delta` then returns once.
+        self._checked: tuple[dict[bytes, bytes], list[bytes]] | None = None
+
+    def queues(self) -> FlashQueues:
+        """The flash queues, made now if there are none."""
+        if self.flash is None:
+            self.flash = FlashQueues(self._serializer)
+        return self.flash
+
+    def delta(self, users: UserBinding) -> tuple[dict[bytes, bytes], list[bytes]]:
+        """Payloads of the fields to set, and the fields to delete (the
+        binding's own change is not among them: see ``users``)."""
+        if self._checked is not None:  # worked out by check_size
+            delta, self._checked = self._checked, None
+            return delta
+        changes: dict[bytes, bytes] = {}
+        deleted: list[bytes] = []
+        self.keys.add_delta(changes, deleted)
+        if self.flash is not None:
+            self.flash.add_delta(changes, deleted)
+        self.reserved.add_delta(changes)
+        for field in self.reseal:
+            if field not in changes and field not in deleted:
+                changes[field] = self._stored_payload(field, users)
+        return changes, deleted
+
+    def _stored_payload(self, field: bytes, users: UserBinding) -> bytes:
+        """The payload of a loaded field that is written again as it was."""
+        if field in (USER, USER_DETAILS):
+            return users.stored_payload(field)
+        if field.startswith(FLASH):
+            assert self.flash is not None  # loaded with the field
+            return self.flash.payloads[field]
+        if field[:1] == RESERVED:
+            return self.reserved.stored_payload(field)
+        # The bytes loaded, not the value serialized again: with
+        # detect_changes off, a change in place is saved only after changed().
+        return self.keys.loaded[key_name(field)]
+
+    def fields(
+        self, seal: SessionSeal, target: tuple[str | None, bytes | None]
+    ) -> list[bytes]:
+        """Every field of the session, bound to ``target``, for a new key
+        (flat)."""
+        fields = self.reserved.fields(seal) + self.keys.fields(seal)
+        if self.flash is not None:
+            fields += self.flash.fields(seal)
+        return fields + UserBinding.fields(seal, target)
+
+    def check_size(
+        self,
+        limit: int,
+        fields: list[bytes] | None,
+        users: UserBinding,
+        target: tuple[str | None, bytes | None],
+    ) -> None:
+        """:class:`~.exceptions.SessionTooLarge` if the save would make the
+        session take more than ``limit`` bytes in Redis: a new key's
+        ``fields``, or (``None``) the stored hash with the delta applied,
+        which :meth:`delta` then returns instead of working it out again."""
+        if fields is not None:
+            pairs = iter(fields)
+            sizes = {f: len(v) for f, v in zip(pairs, pairs, strict=True)}
+        else:
+            changes, deleted = self._checked = self.delta(users)
+            bound, unbound = users.field_changes(target)
+            if not (changes or bound):
+                return  # nothing grows
+            sizes = limits.sizes_after(
+                self.stored, {**changes, **bound}, [*deleted, *unbound]
+            )
+        limits.check(limit, sizes)

@@ -36,8 +36,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 from zope.interface import implementer
 
-from . import limits
-from .contents import Keys, Reserved
+from .contents import Contents
 from .events import Notifier, describe
 from .exceptions import SessionStoreError, SessionStoreUnavailable
 from .flash import FlashQueues
@@ -49,14 +48,9 @@ from .response import answer_error, set_cookie, vary_on_cookie
 from .store import GONE, MOVED, RedisStore
 from .users import UserBinding, UserSessions, details_payload
 from .values import (
-    FLASH,
     MAX_SECONDS,
-    RESERVED,
-    USER,
-    USER_DETAILS,
     BadValue,
     SessionSeal,
-    key_name,
     parse,
 )
 
@@ -114,23 +108,17 @@ class RedisSession(SessionMapping):
     def _start(self) -> None:
         """Become a new, empty session that is not stored anywhere yet."""
         f = self._factory
-        self._keys = Keys(f.serializer, f.detect_changes)
-        self._reserved = Reserved(f.timeout)
-        #: The hash as loaded, field to stored value: their sizes are what
-        #: the session takes in Redis before this request's save.
-        self._stored_fields: dict[bytes, bytes] = {}
-        #: ``_check_size``'s delta, which ``_delta`` then returns once.
-        self._checked_delta: tuple[dict[bytes, bytes], list[bytes]] | None = None
-        #: The flash queues, made when flash is used or the load found some.
-        self._flash: FlashQueues | None = None
-        #: Fields that only a fallback secret verified: sealed anew on save.
-        self._reseal: set[bytes] = set()
+        self._take(Contents(f.serializer, f.detect_changes, f.timeout))
         self._id: str | None = None  # the id to save under; made when needed
         self._stored_id: str | None = None  # the id whose key holds us now
         self._source_id: str | None = None  # the id it was loaded from
         self._from_redis = False
         self._dirty = False
         self._users.restart()
+
+    def _take(self, contents: Contents) -> None:
+        self._c = contents
+        self._keys = contents.keys  # what the dict's methods work on
 
     # -- loading ---------------------------------------------------------
 
@@ -173,12 +161,7 @@ class RedisSession(SessionMapping):
         field does not verify. Nothing is deserialized here."""
         record = parse(stored, self._seal_for(session_id))
         f = self._factory
-        self._keys = Keys(f.serializer, f.detect_changes, record.keys)
-        self._reserved = Reserved(f.timeout, record)
-        self._stored_fields = stored
-        if record.flash:
-            self._flash = FlashQueues(f.serializer, record.flash)
-        self._reseal = record.reseal
+        self._take(Contents(f.serializer, f.detect_changes, f.timeout, record, stored))
         self._id = self._stored_id = self._source_id = session_id
         self._from_redis = True
         self._users.restart(record.user, record.user_details)
@@ -203,11 +186,11 @@ class RedisSession(SessionMapping):
         legacy = found.session
         self._claim = found.key
         self._keys.data = found.data()
-        self._flash = FlashQueues.of_messages(f.serializer, legacy.flash)
-        self._reserved.created = legacy.created
+        self._c.flash = FlashQueues.of_messages(f.serializer, legacy.flash)
+        self._c.reserved.created = legacy.created
         if legacy.timeout != f.timeout:
-            self._reserved.give_timeout(legacy.timeout, changed=False)
-        self._reserved.legacy_ttl = found.ttl
+            self._c.reserved.give_timeout(legacy.timeout, changed=False)
+        self._c.reserved.legacy_ttl = found.ttl
         self._from_redis = True  # not new: it was the user's session already
         self._dirty = True
 
@@ -249,7 +232,7 @@ class RedisSession(SessionMapping):
         self._start()
 
     def _ttl(self) -> int | None:
-        return self._reserved.ttl(self._factory.absolute_timeout)
+        return self._c.reserved.ttl(self._factory.absolute_timeout)
 
     # -- saving ----------------------------------------------------------
 
@@ -285,25 +268,14 @@ class RedisSession(SessionMapping):
         """:class:`SessionTooLarge` if this request's save would make the
         session take more than ``max_session_size`` bytes in Redis. Called
         once, before anything is written; costs nothing unless the save
-        writes: the stored sizes are those of the hash as loaded, and the
-        delta it works out is the one the save then uses."""
+        writes (see :meth:`.Contents.check_size`)."""
         limit = self._factory.max_session_size
-        if limit is None:
+        if limit is None or (self._stored_id is None and not self._dirty):
             return
+        fields = None
         if self._stored_id is None:
-            if not self._dirty:
-                return
-            pairs = iter(self._all_fields(self._seal_for(self.session_id)))
-            sizes = {f: len(v) for f, v in zip(pairs, pairs, strict=True)}
-        else:
-            changes, deleted = self._checked_delta = self._delta()
-            bound, unbound = self._users.field_changes(self._target())
-            if not (changes or bound):
-                return  # nothing grows
-            sizes = limits.sizes_after(
-                self._stored_fields, {**changes, **bound}, [*deleted, *unbound]
-            )
-        limits.check(limit, sizes)
+            fields = self._all_fields(self._seal_for(self.session_id))
+        self._c.check_size(limit, fields, self._users, self._target())
 
     def _save(self) -> Any:
         """Apply this request's changes in one round trip at most.
@@ -316,7 +288,7 @@ class RedisSession(SessionMapping):
             if self._dirty or self._claim is not None:
                 return self._create()  # deletes what is doomed, in its round trip
         else:
-            changes, deleted = self._delta()
+            changes, deleted = self._c.delta(self._users)
             target = self._target()
             if changes or deleted or target != (self._users.user, self._users.details):
                 return self._update(self._stored_id, changes, deleted, target)
@@ -356,45 +328,13 @@ class RedisSession(SessionMapping):
         ``absolute_timeout``, else its expiry as of now (``inf``: none)."""
         absolute = self._factory.absolute_timeout
         if absolute is not None:
-            return self._reserved.created + absolute
+            return self._c.reserved.created + absolute
         ttl = self._ttl()
         return math.inf if ttl is None else time.time() + ttl
 
-    def _delta(self) -> tuple[dict[bytes, bytes], list[bytes]]:
-        """Payloads of the fields to set, and the fields to delete."""
-        if self._checked_delta is not None:  # worked out by _check_size
-            delta, self._checked_delta = self._checked_delta, None
-            return delta
-        changes: dict[bytes, bytes] = {}
-        deleted: list[bytes] = []
-        self._keys.add_delta(changes, deleted)
-        if self._flash is not None:
-            self._flash.add_delta(changes, deleted)
-        self._reserved.add_delta(changes)
-        for field in self._reseal:
-            if field not in changes and field not in deleted:
-                changes[field] = self._stored_payload(field)
-        return changes, deleted
-
-    def _stored_payload(self, field: bytes) -> bytes:
-        """The payload of a loaded field that is written again as it was."""
-        if field in (USER, USER_DETAILS):
-            return self._users.stored_payload(field)
-        if field.startswith(FLASH):
-            assert self._flash is not None  # loaded with the field
-            return self._flash.payloads[field]
-        if field[:1] == RESERVED:
-            return self._reserved.stored_payload(field)
-        # The bytes loaded, not the value serialized again: with
-        # detect_changes off, a change in place is saved only after changed().
-        return self._keys.loaded[key_name(field)]
-
     def _all_fields(self, seal: SessionSeal) -> list[bytes]:
         """Every field of this session, for a new key (flat)."""
-        fields = self._reserved.fields(seal) + self._keys.fields(seal)
-        if self._flash is not None:
-            fields += self._flash.fields(seal)
-        return fields + UserBinding.fields(seal, self._target())
+        return self._c.fields(seal, self._target())
 
     def _create(self) -> Any:
         """Store this session under a new id: its id, or ``_ENDED`` when it
@@ -471,7 +411,7 @@ class RedisSession(SessionMapping):
     def created(self) -> float:
         """When the session was created (seconds since the epoch)."""
         self._load()
-        return self._reserved.created
+        return self._c.reserved.created
 
     @property
     def new(self) -> bool:
@@ -483,7 +423,7 @@ class RedisSession(SessionMapping):
     def timeout(self) -> int | None:
         """This session's timeout in seconds (``None``: no expiry)."""
         self._load()
-        return self._reserved.timeout
+        return self._c.reserved.timeout
 
     def invalidate(self) -> None:
         """End the session: its key is deleted and this object is empty and
@@ -546,7 +486,7 @@ class RedisSession(SessionMapping):
                 "or None"
             )
         self._load()
-        self._reserved.give_timeout(timeout_seconds or None)
+        self._c.reserved.give_timeout(timeout_seconds or None)
         self._dirty = True
 
     def bind_user(
@@ -603,15 +543,14 @@ class RedisSession(SessionMapping):
         """The flash queues, their loaded messages decoded. A message that
         will not deserialize ends the session as a bad stored value does."""
         self._load()
-        if self._flash is None:
-            self._flash = FlashQueues(self._factory.serializer)
+        queues = self._c.queues()
         try:
-            self._flash.decode()
+            queues.decode()
         except Exception as e:  # a serializer may raise anything
             self._fail_decoding(e)
-            self._flash = FlashQueues(self._factory.serializer)
-            self._flash.decode()
-        return self._flash
+            queues = self._c.queues()
+            queues.decode()
+        return queues
 
     def flash(self, msg: Any, queue: str = "", allow_duplicate: bool = True) -> None:
         """Add a message to a flash queue. Each message is a field of its own,
