@@ -40,7 +40,9 @@ from pyramid.request import Request
 from pyramid.response import Response
 from webob.cookies import SignedSerializer, make_cookie
 
-if TYPE_CHECKING:  # legacy imports this module
+from .limits import MAX_COOKIE_SIZE
+
+if TYPE_CHECKING:
     from .legacy import LegacyCookie, LegacyCookies
 
 __all__ = [
@@ -54,8 +56,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Browsers keep about 4 KB per cookie; anything longer was not sent by us.
-MAX_COOKIE_SIZE = 4096
 _SALT = "pyramid_redis_sessions.cookie."
 #: Stands for the value in the header template (base64url, as values are).
 _PLACEHOLDER = "PRSvalue0placeholder"

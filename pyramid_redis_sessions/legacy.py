@@ -87,8 +87,8 @@ from typing import Any
 
 from webob.cookies import SignedSerializer
 
-from .cookies import MAX_COOKIE_SIZE
 from .exceptions import BadLegacyValue
+from .limits import MAX_COOKIE_SIZE
 from .values import MAX_SECONDS, BadValue, parse_created
 
 __all__ = [

@@ -1,5 +1,6 @@
 """The ``max_session_size`` limit: what a session takes in Redis, and the
-message that names its largest keys.
+message that names its largest keys; and the longest cookie that can be
+ours.
 
 A session's size is the sum of its hash's field names and stored values
 (what ``MEMORY USAGE`` grows with, without Redis's own overhead).
@@ -13,7 +14,10 @@ from collections.abc import Iterable, Mapping
 from .exceptions import SessionTooLarge
 from .values import FLASH, HEADER_SIZE, RESERVED, flash_queue, key_name
 
-__all__ = ["check", "sizes_after"]
+__all__ = ["MAX_COOKIE_SIZE", "check", "sizes_after"]
+
+#: Browsers keep about 4 KB per cookie; anything longer was not sent by us.
+MAX_COOKIE_SIZE = 4096
 
 _name_repr = reprlib.Repr()
 _name_repr.maxstring = 60
