@@ -1,0 +1,218 @@
+"""The session's own logic without a server: its dict, flash queues and
+change detection, on the in-memory store (``tests/memory_store.py``, held
+to a real server by ``tests/test_memory_store.py``). The same behaviours
+are tested against real servers in ``test_session.py``, ``test_views.py``
+and ``test_round_trips.py``; these run in milliseconds and count the
+store's calls, each a round trip of the real store."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from pyramid.interfaces import ISession
+from pyramid.request import Request
+from zope.interface.verify import verifyObject
+
+from pyramid_redis_sessions import RedisSession, RedisSessionFactory
+from pyramid_redis_sessions.values import CREATED, FLASH
+from tests.app import SECRET, finish
+from tests.memory_store import MemoryStore
+
+# Nothing listens there: a test that reached Redis would fail at once.
+NOWHERE = "redis://127.0.0.1:9/0?socket_connect_timeout=0.1"
+
+
+class Browser:
+    """Requests of one visitor: the cookie kept between them."""
+
+    def __init__(self, **options: Any) -> None:
+        self.store = MemoryStore()
+        self.factory = dataclasses.replace(
+            RedisSessionFactory(
+                SECRET, url=NOWHERE, prefix=self.store.prefix, **options
+            ),
+            store=self.store,
+        )
+        self.cookie: str | None = None
+
+    def session(self) -> RedisSession:
+        request = Request.blank("/")
+        if self.cookie is not None:
+            request.cookies["session"] = self.cookie
+        session = self.factory(request)
+        request.session = session
+        return session
+
+    def finish(self, session: RedisSession) -> None:
+        response = finish(session)
+        for header in response.headers.getall("Set-Cookie"):
+            name, _, rest = header.partition("=")
+            if name == "session":
+                value = rest.split(";", 1)[0]
+                self.cookie = value or None
+
+    def request(self, work: Any) -> Any:
+        session = self.session()
+        result = work(session)
+        self.finish(session)
+        return result
+
+    def stored(self) -> dict[bytes, bytes]:
+        (session_id,) = [k[len(self.store.prefix) :] for k in self.store.hashes]
+        return self.store.stored(session_id)
+
+
+@pytest.fixture
+def browser() -> Browser:
+    return Browser()
+
+
+def test_no_server_is_reached(browser: Browser) -> None:
+    browser.request(lambda s: s.update(a=1))
+    assert browser.request(lambda s: s["a"]) == 1
+    assert browser.store.calls == ["create", "load"]
+
+
+def test_the_session_is_an_isession(browser: Browser) -> None:
+    assert verifyObject(ISession, browser.session())
+
+
+def test_dict_behaviour(browser: Browser) -> None:
+    def work(s: RedisSession) -> None:
+        assert not s and len(s) == 0
+        s["a"] = 1
+        s.update({"b": 2}, c=3)
+        assert s.setdefault("d", 4) == 4 and s.setdefault("d", 5) == 4
+        assert dict(s.items()) == {"a": 1, "b": 2, "c": 3, "d": 4}
+        assert list(s) == list(s.keys()) == ["a", "b", "c", "d"]
+        assert list(s.values()) == [1, 2, 3, 4]
+        assert "a" in s and "z" not in s
+        assert s == {"a": 1, "b": 2, "c": 3, "d": 4} and s.copy() == dict(s)
+        assert s.pop("a") == 1 and s.pop("a", "gone") == "gone"
+        with pytest.raises(KeyError):
+            s.pop("a")
+        with pytest.raises(KeyError):
+            s["a"]
+        del s["b"]
+        assert s.get("b") is None and s.get("b", 0) == 0
+        assert s.popitem() == ("d", 4)
+
+    browser.request(work)
+    assert browser.request(dict) == {"c": 3}
+
+
+def test_clear_then_set_keeps_only_what_was_set(browser: Browser) -> None:
+    browser.request(lambda s: s.update(a=1, b=2))
+
+    def work(s: RedisSession) -> None:
+        s.clear()
+        s["c"] = 3
+
+    browser.request(work)
+    assert browser.request(dict) == {"c": 3}
+    assert not any(f in browser.stored() for f in (b"a", b"b"))
+
+
+def test_a_read_only_request_writes_nothing(browser: Browser) -> None:
+    browser.request(lambda s: s.update(a={"n": [1, 2]}))
+    browser.store.calls.clear()
+    assert browser.request(lambda s: s["a"]) == {"n": [1, 2]}
+    assert browser.store.calls == ["load"]
+
+
+def test_an_untouched_request_does_not_load(browser: Browser) -> None:
+    browser.request(lambda s: s.update(a=1))
+    browser.store.calls.clear()
+    browser.request(lambda s: None)
+    assert browser.store.calls == []
+
+
+def test_a_mutated_value_is_saved_without_changed(browser: Browser) -> None:
+    browser.request(lambda s: s.update(a=[]))
+    browser.request(lambda s: s["a"].append(1))
+    assert browser.request(lambda s: s["a"]) == [1]
+
+
+def test_only_the_changed_field_is_written(browser: Browser) -> None:
+    browser.request(lambda s: s.update(a=[1], b=[2]))
+    before = browser.stored()
+    browser.request(lambda s: s["a"].append(3))
+    after = browser.stored()
+    assert after[b"b"] == before[b"b"] and after[CREATED] == before[CREATED]
+    assert after[b"a"] != before[b"a"]
+
+
+def test_without_change_detection_a_mutation_needs_changed() -> None:
+    browser = Browser(detect_changes=False)
+    browser.request(lambda s: s.update(a=[]))
+    browser.request(lambda s: s["a"].append(1))
+    assert browser.request(lambda s: s["a"]) == []
+
+    def work(s: RedisSession) -> None:
+        s["a"].append(2)
+        s.changed()
+
+    browser.request(work)
+    assert browser.request(lambda s: s["a"]) == [2]
+
+
+def test_an_unchanged_reassignment_writes_nothing(browser: Browser) -> None:
+    browser.request(lambda s: s.update(a=[1]))
+    browser.store.calls.clear()
+    browser.request(lambda s: s.update(a=[1]))
+    assert browser.store.calls == ["load"]
+
+
+def test_flash_queues(browser: Browser) -> None:
+    def first(s: RedisSession) -> None:
+        s.flash("one")
+        s.flash("one", allow_duplicate=False)
+        s.flash("two")
+        s.flash("err", "errors")
+
+    browser.request(first)
+    assert sum(f.startswith(FLASH) for f in browser.stored()) == 3  # one field each
+    assert browser.request(lambda s: s.peek_flash()) == ["one", "two"]
+    assert browser.request(lambda s: s.pop_flash()) == ["one", "two"]
+    assert browser.request(lambda s: s.pop_flash()) == []
+    assert browser.request(lambda s: s.pop_flash("errors")) == ["err"]
+    assert not any(f.startswith(FLASH) for f in browser.stored())
+
+
+def test_flash_is_not_a_session_key(browser: Browser) -> None:
+    browser.request(lambda s: s.flash("hello"))
+    assert browser.request(dict) == {}
+
+
+def test_invalidate_ends_the_session_and_starts_anew(browser: Browser) -> None:
+    browser.request(lambda s: s.update(a=1))
+    old = browser.cookie
+
+    def work(s: RedisSession) -> None:
+        s.invalidate()
+        s["b"] = 2
+
+    browser.request(work)
+    assert browser.cookie != old
+    assert browser.request(dict) == {"b": 2}
+    assert len(browser.store.hashes) == 1
+
+
+def test_regenerate_id_keeps_the_contents(browser: Browser) -> None:
+    browser.request(lambda s: s.update(a=1))
+    old = browser.request(lambda s: s.session_id)
+    browser.request(lambda s: s.regenerate_id())
+    assert browser.request(lambda s: s.session_id) != old
+    assert browser.request(dict) == {"a": 1}
+    assert "move" in browser.store.calls
+
+
+def test_an_ended_session_is_not_written_again(browser: Browser) -> None:
+    browser.request(lambda s: s.update(a=1))
+    session = browser.session()
+    session["b"] = 2
+    browser.store.hashes.clear()  # ended elsewhere meanwhile
+    browser.finish(session)
+    assert browser.store.hashes == {}
