@@ -64,6 +64,16 @@ class DecodeError(Exception):
 class Keys:
     """The session's keys and values, and this request's changes to them."""
 
+    __slots__ = (
+        "_detect_changes",
+        "_serializer",
+        "changed_all",
+        "data",
+        "decoded",
+        "loaded",
+        "touched",
+    )
+
     def __init__(
         self,
         serializer: Serializer,
@@ -158,7 +168,16 @@ class Reserved:
     """The session's creation time, its own timeout, and the reserved fields
     of a later format (verified, kept as they are)."""
 
-    def __init__(self, timeout: int | None, record: Record | None = None) -> None:
+    __slots__ = (
+        "created",
+        "later",
+        "legacy_ttl",
+        "own_timeout",
+        "timeout",
+        "timeout_changed",
+    )
+
+    def __init__(self, timeout: int | None) -> None:
         #: The factory's timeout, or the session's own.
         self.timeout = timeout
         #: The session has a timeout of its own (its :data:`TIMEOUT` field).
@@ -169,13 +188,15 @@ class Reserved:
         self.legacy_ttl: int | None = None
         self.created = time.time()
         self.later: dict[bytes, bytes] = {}
-        if record is not None:
-            assert record.created is not None  # parse(strict=True) checks it
-            self.created = record.created
-            self.later = record.later
-            if record.timeout is not None:
-                self.timeout = record.timeout or None
-                self.own_timeout = True
+
+    def adopt(self, record: Record) -> None:
+        """Take a stored session's reserved fields."""
+        assert record.created is not None  # parse(strict=True) checks it
+        self.created = record.created
+        self.later = record.later
+        if record.timeout is not None:
+            self.timeout = record.timeout or None
+            self.own_timeout = True
 
     def give_timeout(self, timeout: int | None, *, changed: bool = True) -> None:
         """Give the session its own timeout (``None``: no expiry)."""
@@ -225,29 +246,43 @@ class Contents:
     session). It works out a stored session's delta and a new key's
     fields, the user binding's share (:class:`.users.UserBinding`) given."""
 
+    __slots__ = (
+        "_checked",
+        "_serializer",
+        "flash",
+        "keys",
+        "reseal",
+        "reserved",
+        "stored",
+    )
+
     def __init__(
-        self,
-        serializer: Serializer,
-        detect_changes: bool,
-        timeout: int | None,
-        record: Record | None = None,
-        stored: dict[bytes, bytes] | None = None,
+        self, serializer: Serializer, detect_changes: bool, timeout: int | None
     ) -> None:
+        """A new session's contents: empty, created now."""
         self._serializer = serializer
-        loaded = record.keys if record is not None else None
-        self.keys = Keys(serializer, detect_changes, loaded)
-        self.reserved = Reserved(timeout, record)
+        self.keys = Keys(serializer, detect_changes)
+        self.reserved = Reserved(timeout)
         #: The hash as loaded, field to stored value: their sizes are what
         #: the session takes in Redis before this request's save.
-        self.stored: dict[bytes, bytes] = stored or {}
+        self.stored: dict[bytes, bytes] = {}
         #: The flash queues, made when flash is used or the load found some.
         self.flash: FlashQueues | None = None
-        if record is not None and record.flash:
-            self.flash = FlashQueues(serializer, record.flash)
         #: Fields that only a fallback secret verified: sealed anew on save.
-        self.reseal: set[bytes] = record.reseal if record is not None else set()
+        self.reseal: set[bytes] = set()
         #: :meth:`check_size`'s delta, which :meth:`delta` then returns once.
         self._checked: tuple[dict[bytes, bytes], list[bytes]] | None = None
+
+    def adopt(self, record: Record, stored: dict[bytes, bytes]) -> None:
+        """Take a stored session, its MACs checked (``record``), as what a
+        new session's contents hold: done once, before anything else."""
+        self.keys.loaded = record.keys
+        self.keys.data = dict.fromkeys(record.keys, PENDING)
+        self.reserved.adopt(record)
+        self.stored = stored
+        if record.flash:
+            self.flash = FlashQueues(self._serializer, record.flash)
+        self.reseal = record.reseal
 
     def queues(self) -> FlashQueues:
         """The flash queues, made now if there are none."""

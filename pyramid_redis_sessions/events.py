@@ -120,16 +120,13 @@ class Notifier:
     """A request's events: sent only when anyone is subscribed (Pyramid's
     ``registry.has_listeners``, asked once per request)."""
 
+    __slots__ = ("_request", "listening")
+
     def __init__(self, request: Request) -> None:
         self._request = request
-        self._listening: bool | None = None
-
-    @property
-    def listening(self) -> bool:
-        if self._listening is None:
-            registry = getattr(self._request, "registry", None)
-            self._listening = bool(getattr(registry, "has_listeners", False))
-        return self._listening
+        registry = getattr(request, "registry", None)
+        #: Anyone is subscribed to anything (``registry.has_listeners``).
+        self.listening = bool(getattr(registry, "has_listeners", False))
 
     def rejected(self, session_id: str, reason: str) -> None:
         """A stored value of ``session_id`` did not verify or decode."""

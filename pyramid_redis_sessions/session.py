@@ -160,8 +160,7 @@ class RedisSession(SessionMapping):
         """Check every field's MAC and take the session; BadValue if any
         field does not verify. Nothing is deserialized here."""
         record = parse(stored, self._seal_for(session_id))
-        f = self._factory
-        self._take(Contents(f.serializer, f.detect_changes, f.timeout, record, stored))
+        self._c.adopt(record, stored)
         self._id = self._stored_id = self._source_id = session_id
         self._from_redis = True
         self._users.restart(record.user, record.user_details)
@@ -255,9 +254,10 @@ class RedisSession(SessionMapping):
             # Another request ended or replaced this session: its cookie,
             # which may already be the browser's new one, is not ours to touch.
             return
-        self._events.applied(
-            self._source_id, live_id, self._regenerated_from, self._invalidated
-        )
+        if self._events.listening:
+            self._events.applied(
+                self._source_id, live_id, self._regenerated_from, self._invalidated
+            )
         set_cookie(self._factory.cookie, self._cookie, response, live_id)
 
     def _target(self) -> tuple[str | None, bytes | None]:

@@ -220,6 +220,16 @@ class UserBinding:
     (user, id) of bound sessions this request ended, to leave their index.
     """
 
+    __slots__ = (
+        "_bind",
+        "_deadlines",
+        "_prefix",
+        "_user_key",
+        "details",
+        "ended",
+        "user",
+    )
+
     def __init__(self, prefix: str, deadlines: bool, user_key: str | None) -> None:
         self._prefix = prefix
         self._deadlines = deadlines

@@ -223,7 +223,7 @@ class SessionSeal:
         raise BadValue("a field's MAC does not verify")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Record:
     """A stored session's hash, its MACs checked: what :func:`parse` found.
     Payloads are the serializer's bytes: nothing here is deserialized."""
@@ -263,31 +263,29 @@ def parse(
     :attr:`Record.unverified`), and a flash field that is not laid out as
     :data:`FLASH` says is kept but reported.
     """
-    record = Record()
     if strict:
-        payloads, record.reseal = seal.open_all(fields)
-    else:
-        payloads = {}
-        for name, value in fields.items():
-            try:
-                payload, current = seal.open(name, value)
-            except BadValue:
-                record.unverified.add(name)
-                record.problems[name] = "does not verify"
-                continue
-            if not current:
-                record.reseal.add(name)
-            payloads[name] = payload
+        return _parse_strict(*seal.open_all(fields))
+    record = Record()
+    payloads = {}
+    for name, value in fields.items():
+        try:
+            payload, current = seal.open(name, value)
+        except BadValue:
+            record.unverified.add(name)
+            record.problems[name] = "does not verify"
+            continue
+        if not current:
+            record.reseal.add(name)
+        payloads[name] = payload
     for name, payload in payloads.items():
         if name[:1] != RESERVED:
             record.keys[key_name(name)] = payload
         elif name.startswith(FLASH):
             record.flash[name] = payload
-            if not strict:
-                try:
-                    flash_queue(name)
-                except ValueError:  # BadValue, or a queue that is not UTF-8
-                    record.problems[name] = "is not a well-formed flash field"
+            try:
+                flash_queue(name)
+            except ValueError:  # BadValue, or a queue that is not UTF-8
+                record.problems[name] = "is not a well-formed flash field"
         elif name in (CREATED, TIMEOUT):
             # Only the form the application writes (and the load script
             # accepts): see parse_created and parse_timeout.
@@ -297,8 +295,6 @@ def parse(
                 else:
                     record.timeout = parse_timeout(payload)
             except BadValue:
-                if strict:
-                    raise
                 record.problems[name] = "is not a number"
         elif name == USER:
             record.user = key_name(payload)
@@ -306,6 +302,39 @@ def parse(
             record.user_details = payload
         else:  # a later format's: verified, kept as it is
             record.later[name] = payload
-    if strict and record.created is None:
+    return record
+
+
+def _parse_strict(payloads: dict[bytes, bytes], reseal: set[bytes]) -> Record:
+    """:func:`parse` of verified ``payloads`` with ``strict``: the load's
+    path, in two passes (the keys in one comprehension, then the few
+    reserved fields), as the load of every request runs it."""
+    record = Record(
+        keys={
+            name.decode("utf-8", "surrogatepass"): payload
+            for name, payload in payloads.items()
+            if name[:1] != RESERVED
+        },
+        reseal=reseal,
+    )
+    if len(record.keys) + 1 == len(payloads) and CREATED in payloads:
+        record.created = parse_created(payloads[CREATED])  # only keys besides
+        return record
+    for name, payload in payloads.items():
+        if name[:1] != RESERVED:
+            continue
+        if name.startswith(FLASH):
+            record.flash[name] = payload
+        elif name == CREATED:
+            record.created = parse_created(payload)
+        elif name == TIMEOUT:
+            record.timeout = parse_timeout(payload)
+        elif name == USER:
+            record.user = key_name(payload)
+        elif name == USER_DETAILS:
+            record.user_details = payload
+        else:  # a later format's: verified, kept as it is
+            record.later[name] = payload
+    if record.created is None:
         raise BadValue("the session has no creation time")
     return record
