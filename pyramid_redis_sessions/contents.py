@@ -26,6 +26,7 @@ from .values import (
     CREATED,
     FLASH,
     RESERVED,
+    SLID,
     TIMEOUT,
     USER,
     USER_DETAILS,
@@ -35,7 +36,16 @@ from .values import (
     key_name,
 )
 
-__all__ = ["MISSING", "PENDING", "Contents", "DecodeError", "Keys", "Reserved"]
+__all__ = [
+    "MISSING",
+    "PENDING",
+    "Contents",
+    "DecodeError",
+    "Keys",
+    "Reserved",
+    "deadline",
+    "slid_payload",
+]
 
 
 class _Marker:
@@ -164,15 +174,40 @@ class Keys:
         return fields
 
 
+def deadline(
+    record: Record, timeout: int | None, absolute_timeout: int | None
+) -> float:
+    """When a stored session ends if nothing slides it: its idle deadline
+    (its own timeout, else ``timeout``, after its last slide) or its
+    absolute one, whichever is first (``inf``: neither)."""
+    assert record.created is not None  # parse(strict=True) checks it
+    at = math.inf
+    if record.timeout is not None:
+        timeout = record.timeout or None
+    if timeout is not None:
+        at = (record.created if record.slid is None else record.slid) + timeout
+    if absolute_timeout is not None:
+        at = min(at, record.created + absolute_timeout)
+    return at
+
+
+def slid_payload(when: float) -> bytes:
+    """A :data:`SLID` payload: microseconds, always as wide (so that what a
+    session takes in Redis does not change with the digits of the time)."""
+    return b"%.6f" % when
+
+
 class Reserved:
     """The session's creation time, its own timeout, and the reserved fields
     of a later format (verified, kept as they are)."""
 
     __slots__ = (
         "created",
+        "due",
         "later",
         "legacy_ttl",
         "own_timeout",
+        "slid",
         "timeout",
         "timeout_changed",
     )
@@ -187,16 +222,44 @@ class Reserved:
         #: A moved legacy session's key may not outlive the old one's TTL.
         self.legacy_ttl: int | None = None
         self.created = time.time()
+        #: When a stored session's expiry was last set from its timeout
+        #: (its :data:`SLID`, else its creation); ``None`` for a new one.
+        self.slid: float | None = None
+        #: A read found the expiry due to slide (:meth:`slide_due`).
+        self.due = False
         self.later: dict[bytes, bytes] = {}
 
     def adopt(self, record: Record) -> None:
         """Take a stored session's reserved fields."""
         assert record.created is not None  # parse(strict=True) checks it
         self.created = record.created
+        self.slid = record.created if record.slid is None else record.slid
         self.later = record.later
         if record.timeout is not None:
             self.timeout = record.timeout or None
             self.own_timeout = True
+
+    def ended(self, absolute_timeout: int | None, now: float) -> bool:
+        """The session is past its absolute deadline."""
+        return absolute_timeout is not None and now >= self.created + absolute_timeout
+
+    def slide_due(self, interval: int, now: float) -> bool:
+        """A read now should set the expiry again: at least ``interval``
+        seconds (a tenth of the session's own timeout, if shorter) have
+        passed since the last slide. Never for a session without expiry."""
+        if self.timeout is None or self.slid is None:
+            return False
+        if self.own_timeout:
+            interval = min(interval, self.timeout // 10)
+        return now - self.slid >= interval
+
+    def add_slide(self, changes: dict[bytes, bytes], writing: bool) -> None:
+        """Add :data:`SLID`, now, when the save sets the expiry of a stored
+        session that slides lazily: when it writes anyway, or the slide is
+        due (then it is the whole save)."""
+        if self.slid is not None and self.timeout is not None and (writing or self.due):
+            self.slid = time.time()
+            changes[SLID] = slid_payload(self.slid)
 
     def give_timeout(self, timeout: int | None, *, changed: bool = True) -> None:
         """Give the session its own timeout (``None``: no expiry)."""
@@ -225,6 +288,8 @@ class Reserved:
     def fields(self, seal: SessionSeal) -> list[bytes]:
         """The reserved fields of a new key (flat)."""
         fields = [CREATED, seal.seal(CREATED, repr(self.created).encode())]
+        if self.slid is not None:  # a stored session moves: its expiry is set now
+            fields += [SLID, seal.seal(SLID, slid_payload(time.time()))]
         if self.own_timeout:
             fields += [TIMEOUT, seal.seal(TIMEOUT, self._timeout_payload())]
         for field, payload in self.later.items():
@@ -235,6 +300,9 @@ class Reserved:
         """The payload of a loaded reserved field, written again as it was."""
         if field == CREATED:
             return repr(self.created).encode()
+        if field == SLID:
+            assert self.slid is not None  # loaded with the field
+            return slid_payload(self.slid)
         if field == TIMEOUT:
             return self._timeout_payload()
         return self.later[field]
@@ -253,6 +321,7 @@ class Contents:
         "keys",
         "reseal",
         "reserved",
+        "sliding",
         "stored",
     )
 
@@ -270,6 +339,8 @@ class Contents:
         self.flash: FlashQueues | None = None
         #: Fields that only a fallback secret verified: sealed anew on save.
         self.reseal: set[bytes] = set()
+        #: The expiry slides lazily (``slide_interval``): saves say when.
+        self.sliding = False
         #: :meth:`check_size`'s delta, which :meth:`delta` then returns once.
         self._checked: tuple[dict[bytes, bytes], list[bytes]] | None = None
 
@@ -305,6 +376,8 @@ class Contents:
         for field in self.reseal:
             if field not in changes and field not in deleted:
                 changes[field] = self._stored_payload(field, users)
+        if self.sliding:
+            self.reserved.add_slide(changes, bool(changes or deleted))
         return changes, deleted
 
     def _stored_payload(self, field: bytes, users: UserBinding) -> bytes:

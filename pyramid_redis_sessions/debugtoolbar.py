@@ -123,8 +123,8 @@ class SessionReport:
     cookie_reason: str = ""
     #: What the session's events said, in order (``created``, ``ended``…).
     events: list[str] = field(default_factory=list)
-    #: ``'hit'`` or ``'miss'`` of a local cache in front of Redis; ``None``
-    #: while there is none (there is none today), and then not shown.
+    #: Whether the load was a hit or a miss of the process's local cache
+    #: (``None``: no cache, or nothing loaded; then not shown).
     cache: str | None = None
     #: The request never got as far as its response (an exception).
     finished: bool = False
@@ -300,11 +300,15 @@ def _on_new_response(event: NewResponse) -> None:
     if session is None or factory is None:
         report.cookie_reason = "the request did not use the session"
         return
-    if isinstance(session, RedisSession) and any(
-        trip.count("EVALSHA load") for trip in report.round_trips
-    ):
+    if isinstance(session, RedisSession) and session.loaded_from is not None:
         report.loaded = sorted(session.loaded_keys)
         report.decoded = session.decoded_keys
+        if factory.store is not None and factory.store.cache is not None:
+            report.cache = (
+                "hit: 0 round trips, served from this process's cache"
+                if session.loaded_from == "local cache"
+                else "miss: read from Redis, kept in this process's cache"
+            )
     incoming = factory.cookie.read(request)
     sent = _sent_cookie(response, factory.cookie.settings.name)
     live_id: str | None

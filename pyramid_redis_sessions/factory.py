@@ -32,6 +32,7 @@ from .cookies import CookieCodec, CookieSettings
 from .exceptions import ConfigurationError
 from .handles import Handles
 from .legacy import LegacyCookies, RestrictedLoads
+from .localcache import local_cache_for
 from .options import SessionOptions
 from .serializers import FunctionSerializer, PickleSerializer, Serializer
 from .session import RedisSession
@@ -49,6 +50,12 @@ __all__ = [
 
 #: ``max_session_size``'s default: 1 MiB.
 DEFAULT_MAX_SESSION_SIZE = 1 << 20
+#: ``local_cache``'s default: sessions kept per process.
+DEFAULT_LOCAL_CACHE = 10_000
+#: ``local_cache_max_lag``'s default, in seconds.
+DEFAULT_MAX_LAG = 1.0
+#: The longest default ``slide_interval``, in seconds.
+MAX_DEFAULT_SLIDE = 60
 
 
 @implementer(ISessionFactory)
@@ -120,6 +127,9 @@ def RedisSessionFactory(
     legacy_cookies: bool = True,
     legacy_pickle_allow: Sequence[type | str] = (),
     max_session_size: int | None = DEFAULT_MAX_SESSION_SIZE,
+    local_cache: int = DEFAULT_LOCAL_CACHE,
+    local_cache_max_lag: float = DEFAULT_MAX_LAG,
+    slide_interval: int | None = None,
 ) -> SessionFactory:
     """Return a Pyramid session factory that keeps sessions in Redis.
 
@@ -298,6 +308,32 @@ def RedisSessionFactory(
       the largest keys; ``0`` or ``None`` for no limit.
       Default: ``1048576`` (1 MiB).
 
+    ``local_cache``
+      How many sessions each process keeps in memory, kept fresh by Redis
+      (``CLIENT TRACKING``): a read of one of them costs no round trip.
+      ``0`` turns the cache off. Not used with ``client_callable`` or on
+      Cluster, nor with ``slide_interval=0``. See :ref:`local-cache`.
+      Default: ``10000``.
+
+      .. versionadded:: 2.0
+
+    ``local_cache_max_lag``
+      Seconds: the cache serves only while Redis has answered a heartbeat
+      on its connection sent at most this long ago; otherwise it empties
+      and reads go to Redis. Default: ``1.0``.
+
+      .. versionadded:: 2.0
+
+    ``slide_interval``
+      Seconds: a read moves the session's expiry (``timeout`` from now)
+      only once at least this long has passed since it last did, in the
+      request's one round trip; an idle session then ends between
+      ``timeout - slide_interval`` and ``timeout`` after its last request.
+      ``0`` slides on every read (exact, and a round trip on every read).
+      Must be less than ``timeout``. Default: ``min(60, timeout // 10)``.
+
+      .. versionadded:: 2.0
+
       .. versionadded:: 2.0
 
     ``user_key``
@@ -378,9 +414,19 @@ def _build(
     legacy_loads = opts["deserialize"]
     if legacy_loads is None or legacy_loads is pickle.loads:
         legacy_loads = RestrictedLoads(opts["legacy_pickle_allow"])
+    slide = _slide_interval(opts["timeout"], opts["slide_interval"], label)
     store = None
     if opts["client_callable"] is None:
-        store = RedisStore(make_client(**redis_options), opts["prefix"])
+        client = make_client(**redis_options)
+        cache = None
+        if opts["local_cache"] and slide:
+            cache = local_cache_for(
+                client,
+                opts["prefix"],
+                opts["local_cache"],
+                opts["local_cache_max_lag"] or DEFAULT_MAX_LAG,
+            )
+        store = RedisStore(client, opts["prefix"], cache)
     return SessionFactory(
         codec=FieldCodec(opts["secret"], opts["secret_fallbacks"]),
         cookie=CookieCodec(
@@ -413,7 +459,26 @@ def _build(
         redis_options=redis_options,
         legacy_loads=legacy_loads,
         max_session_size=opts["max_session_size"],
+        slide_interval=slide,
     )
+
+
+def _slide_interval(
+    timeout: int | None, given: int | None, label: Callable[[str], str]
+) -> int:
+    """``slide_interval`` checked against ``timeout``, or its default."""
+    if given is None:
+        return (
+            MAX_DEFAULT_SLIDE
+            if timeout is None
+            else min(MAX_DEFAULT_SLIDE, timeout // 10)
+        )
+    if timeout is not None and given >= timeout:
+        raise ConfigurationError(
+            f"{label('slide_interval')}={given} must be less than "
+            f"{label('timeout')}={timeout}: a session would expire before it slid"
+        )
+    return given
 
 
 #: What ``client_callable`` receives as keywords, as in 1.x: the options

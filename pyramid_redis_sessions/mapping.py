@@ -89,6 +89,13 @@ class SessionMapping:
         except DecodeError as e:
             self._fail_decoding(e.__cause__ or e)
 
+    #: Where this request's load found the session: ``"local cache"`` (no
+    #: round trip), ``"redis"``, or ``None`` (not loaded, or not found).
+    #: For tools such as the debug-toolbar panel.
+    #:
+    #: .. versionadded:: 2.0
+    loaded_from: str | None = None
+
     @property
     def loaded_keys(self) -> list[str]:
         """The keys this request's load found in Redis (none before the

@@ -21,14 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .events import key_digest
+from .events import describe, key_digest
 from .exceptions import BadLegacyValue
 from .legacy import LegacyCookie, LegacySession, decode_value
 from .serializers import Serializer
 from .store import RedisStore
 from .values import CSRF_KEY, BadValue
 
-__all__ = ["Migration", "describe_legacy", "load_legacy"]
+__all__ = ["Migration", "describe_legacy", "describe_move", "load_legacy"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,14 @@ def describe_legacy(prefix: str, key: str) -> str:
     if not (prefix and key.startswith(prefix)):
         prefix = ""
     return f"legacy key {prefix}<sha256:{key_digest(key[len(prefix) :])}>"
+
+
+def describe_move(prefix: str, regenerated_from: str | None, key: str) -> str:
+    """Name in logs the session a move comes from: ``regenerated_from``, the
+    id ``regenerate_id()`` left, else the legacy ``key``."""
+    if regenerated_from is not None:
+        return describe(prefix, regenerated_from)
+    return describe_legacy(prefix, key)
 
 
 def _reject(key: str, prefix: str, reason: str) -> Migration:

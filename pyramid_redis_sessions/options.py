@@ -53,6 +53,8 @@ class SessionOptions:
     handles: Handles
     #: The most bytes a session may take in Redis (``None``: no limit).
     max_session_size: int | None = None
+    #: Seconds between two slides of a session's expiry (``0``: every read).
+    slide_interval: int = 0
 
     def store_for(self, request: Request) -> RedisStore:
         """The store a request uses; ``client_callable`` is asked here."""

@@ -7,11 +7,25 @@ payload starts, the bounds of its numbers), taken from
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from redis.commands.core import Script
 
 from .values import CREATED, HEADER_SIZE, MAX_CREATED_SIZE, MAX_SECONDS, TIMEOUT
 
-__all__ = ["END", "GONE", "INDEX", "LOAD", "MOVE", "MOVED", "SCRIPTS", "TAKEN", "WRITE"]
+__all__ = [
+    "END",
+    "GONE",
+    "INDEX",
+    "LOAD",
+    "MOVE",
+    "MOVED",
+    "SCRIPTS",
+    "TAKEN",
+    "WRITE",
+    "IndexUpdate",
+]
 
 
 def _lua_string(value: bytes) -> bytes:
@@ -245,6 +259,35 @@ end
 return 0
 """,
 )
+
+
+@dataclass
+class IndexUpdate:
+    """Changes to one user's index, run by :meth:`.store.RedisStore.update_index`
+    or along with a save."""
+
+    #: The index's key (``users.index_key``).
+    key: str
+    #: Session ids to remove.
+    remove: list[str] = field(default_factory=list)
+    #: ``(session_id, score)`` to add, or whose score to raise.
+    add: list[tuple[str, float]] = field(default_factory=list)
+    #: True when the scores are deadlines (see ``INDEX``).
+    deadlines: bool = False
+    #: Filled in by the store: the entries whose score has passed, when
+    #: the scores are not deadlines; their sessions need a look.
+    suspects: list[str] = field(default_factory=list)
+
+    def args(self, now: float) -> list[Any]:
+        flat = [x for member, score in self.add for x in (repr(score), member)]
+        return [
+            repr(now),
+            "1" if self.deadlines else "",
+            len(self.remove),
+            *self.remove,
+            *flat,
+        ]
+
 
 #: The ``MOVE`` script's answers, and so
 #: :meth:`~pyramid_redis_sessions.store.RedisStore.move`'s.

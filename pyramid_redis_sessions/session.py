@@ -5,13 +5,13 @@ A request reads top to bottom:
 1. :class:`RedisSession` is made when the view first uses
    ``request.session``: the cookie is read and checked
    (:mod:`.cookies`), Redis is not.
-2. The first read or write loads the session (:mod:`.store`: one round
-   trip, every field of its hash, its expiry slid), or starts a new one
-   when there is no valid cookie or no live key behind it. Every field's
-   MAC is checked there (:func:`.values.parse`); values are deserialized
-   only when first read. A verified cookie of 1.x or pyramid_session_redis
-   loads that package's value instead (:mod:`.migration`), which the save
-   then moves to a new id in the new format.
+2. The first read or write loads the session (:mod:`.localcache`: no
+   round trip; else :mod:`.store`: one), or starts a new one when there
+   is no valid cookie or no live key behind it. Every field's MAC is
+   checked (:func:`.values.parse`); values are deserialized when first
+   read; the expiry slides only when due (``slide_interval``). A legacy
+   cookie loads its old session instead (:mod:`.migration`), which the
+   save moves to a new id in the new format.
 3. Dict work happens in memory; flash messages are kept by
    :mod:`.flash`, the user the session is bound to by
    :class:`.users.UserBinding`.
@@ -26,9 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import (
-    Mapping,
-)
+from collections.abc import Mapping
 from typing import Any
 
 from pyramid.interfaces import ISession
@@ -36,13 +34,13 @@ from pyramid.request import Request
 from pyramid.response import Response
 from zope.interface import implementer
 
-from .contents import Contents
+from .contents import Contents, deadline
 from .events import Notifier, describe
 from .exceptions import SessionStoreError, SessionStoreUnavailable
 from .flash import FlashQueues
 from .legacy import LegacyCookie
 from .mapping import SessionMapping, writes
-from .migration import describe_legacy, load_legacy
+from .migration import describe_move, load_legacy
 from .options import SessionOptions
 from .response import answer_error, set_cookie, vary_on_cookie
 from .store import GONE, MOVED, RedisStore
@@ -50,6 +48,7 @@ from .users import UserBinding, UserSessions, details_payload
 from .values import (
     MAX_SECONDS,
     BadValue,
+    Record,
     SessionSeal,
     parse,
 )
@@ -144,26 +143,60 @@ class RedisSession(SessionMapping):
 
     def _load_stored(self, session_id: str) -> None:
         f = self._factory
+        store = self._get_store()
         try:
-            stored = self._get_store().load(
-                session_id, f.timeout, f.absolute_timeout, time.time()
-            )
-            if stored:
-                self._adopt(session_id, stored)
+            stored: dict[bytes, bytes] = {}
+            if f.slide_interval:  # from the local cache, else a bare HGETALL
+                stored, record, hit = store.fetch(
+                    session_id, lambda found: self._verify(session_id, found)
+                )
+                self.loaded_from = "local cache" if hit else "redis"
+            if not stored:
+                # Every read slides, or a cookie without a session: the load
+                # script, a write, so that a read-only replica met in a
+                # failover answers READONLY (a 503) rather than "none", which
+                # would log the user out.
+                now = time.time()
+                stored = store.load(session_id, f.timeout, f.absolute_timeout, now)
+                record = parse(stored, self._seal_for(session_id)) if stored else None
+                self.loaded_from = "redis"
+            if stored and record is not None:
+                self._adopt(session_id, stored, record)
         except BadValue as e:
             self._reject(session_id, str(e))
         except SessionStoreUnavailable as e:
             self._unavailable(e)
             raise
 
-    def _adopt(self, session_id: str, stored: dict[bytes, bytes]) -> None:
-        """Check every field's MAC and take the session; BadValue if any
-        field does not verify. Nothing is deserialized here."""
+    def _verify(
+        self, session_id: str, stored: dict[bytes, bytes]
+    ) -> tuple[Record, float]:
+        """The checked record of a hash read from Redis, and until when the
+        local cache may serve it (:func:`.contents.deadline`)."""
         record = parse(stored, self._seal_for(session_id))
+        f = self._factory
+        return record, deadline(record, f.timeout, f.absolute_timeout)
+
+    def _adopt(
+        self, session_id: str, stored: dict[bytes, bytes], record: Record
+    ) -> bool:
+        """Take the session whose fields' MACs ``record`` checked (nothing
+        is deserialized here); false if it is past its absolute deadline
+        (then it is deleted, and this one starts anew)."""
         self._c.adopt(record, stored)
+        reserved, now = self._c.reserved, time.time()
+        if reserved.ended(self._factory.absolute_timeout, now):
+            self._doom(session_id)
+            self._start()
+            return False
         self._id = self._stored_id = self._source_id = session_id
         self._from_redis = True
         self._users.restart(record.user, record.user_details)
+        self._c.sliding = bool(self._factory.slide_interval)
+        reserved.due = self._c.sliding and reserved.slide_due(
+            self._factory.slide_interval, now
+        )
+        return True
 
     def _load_legacy(self, cookie: LegacyCookie) -> None:
         """Load the session 1.x or pyramid_session_redis stored under the key
@@ -190,6 +223,7 @@ class RedisSession(SessionMapping):
         if legacy.timeout != f.timeout:
             self._c.reserved.give_timeout(legacy.timeout, changed=False)
         self._c.reserved.legacy_ttl = found.ttl
+        self._c.reserved.slid = time.time()  # the move sets its expiry
         self._from_redis = True  # not new: it was the user's session already
         self._dirty = True
 
@@ -290,6 +324,7 @@ class RedisSession(SessionMapping):
         else:
             changes, deleted = self._c.delta(self._users)
             target = self._target()
+            # A slide due is a change (contents.Reserved.add_slide).
             if changes or deleted or target != (self._users.user, self._users.details):
                 return self._update(self._stored_id, changes, deleted, target)
         if self._doomed:
@@ -374,7 +409,9 @@ class RedisSession(SessionMapping):
                     log.info(
                         "session %s ended during the request; its move to a "
                         "new id is dropped",
-                        self._describe_claim(),
+                        describe_move(
+                            self._factory.prefix, self._regenerated_from, self._claim
+                        ),
                     )
                     return _ENDED
                 created = moved == MOVED
@@ -387,14 +424,6 @@ class RedisSession(SessionMapping):
             f"no free session id in {_CREATE_TRIES} tries: id_generator "
             "returns ids that are already in use"
         )
-
-    def _describe_claim(self) -> str:
-        """Name the key a move comes from in logs."""
-        prefix = self._factory.prefix
-        if self._regenerated_from is not None:
-            return describe(prefix, self._regenerated_from)
-        assert self._claim is not None
-        return describe_legacy(prefix, self._claim)
 
     # -- ISession --------------------------------------------------------
 

@@ -290,6 +290,27 @@ def _size(value: Any) -> int | None:
         raise ValueError("a whole number of bytes, or 0/none for no limit") from None
 
 
+def _count(value: Any) -> int:
+    """A whole number, 0 or more (0 turns the feature off)."""
+    try:
+        return _int(value, 0)
+    except ValueError:
+        raise ValueError("a whole number, 0 or more (0: off)") from None
+
+
+def _slide_interval(value: Any) -> int | None:
+    """Seconds, or none for the default (worked out from ``timeout``)."""
+    if _is_none(value):
+        return None
+    try:
+        return _int(value, 0, MAX_SECONDS)
+    except ValueError:
+        raise ValueError(
+            "a whole number of seconds (0: slide on every read), or none for "
+            "the default"
+        ) from None
+
+
 def _anything(value: Any) -> Any:
     return value
 
@@ -348,6 +369,9 @@ OPTIONS: Mapping[str, Callable[[Any], Any]] = {
     "legacy_cookies": _bool,
     "legacy_pickle_allow": _classes,
     "max_session_size": _size,
+    "local_cache": _count,
+    "local_cache_max_lag": _seconds,
+    "slide_interval": _slide_interval,
     "user_key": _optional_text,
     **dict.fromkeys(DEPRECATED, _anything),
 }

@@ -14,6 +14,11 @@ Cluster (on Cluster it is done in steps):
                                           then the key's expiry set from
                                           the session's own timeout and
                                           deadline
+``read(id)``                              ``HGETALL``: the hash as it is,
+                                          its expiry left alone (the
+                                          session slides it when due)
+``fetch(id, verify)``                     ``read``, or nothing when the
+                                          local cache holds the session
 ``create(id, fields, ttl, replacing=…)``  ``EVALSHA write``, refusing an
                                           id that exists, with ``DEL`` of
                                           replaced keys in the same
@@ -42,6 +47,10 @@ Cluster (on Cluster it is done in steps):
                                           pipelined
 ========================================  ==================================
 
+Every key a method writes or deletes leaves the process's local cache
+(:mod:`pyramid_redis_sessions.localcache`), if the store has one, when the
+method returns or fails.
+
 ``replacing`` of ``create`` and the keys of ``delete`` are whole keys, not
 session ids: a legacy key carries its old package's prefix.
 
@@ -68,8 +77,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -81,6 +90,7 @@ from redis.exceptions import RedisClusterException
 
 from .client import Client, describe_server, error_code, is_transient
 from .exceptions import SessionStoreError, SessionStoreUnavailable
+from .localcache import Entry, LocalCache
 from .scripts import (
     END,
     GONE,
@@ -91,8 +101,9 @@ from .scripts import (
     SCRIPTS,
     TAKEN,
     WRITE,
+    IndexUpdate,
 )
-from .values import BadValue
+from .values import BadValue, Record
 
 __all__ = [
     "END",
@@ -107,34 +118,6 @@ __all__ = [
     "IndexUpdate",
     "RedisStore",
 ]
-
-
-@dataclass
-class IndexUpdate:
-    """Changes to one user's index, run by :meth:`RedisStore.update_index`
-    or along with a save."""
-
-    #: The index's key (``users.index_key``).
-    key: str
-    #: Session ids to remove.
-    remove: list[str] = field(default_factory=list)
-    #: ``(session_id, score)`` to add, or whose score to raise.
-    add: list[tuple[str, float]] = field(default_factory=list)
-    #: True when the scores are deadlines (see ``INDEX``).
-    deadlines: bool = False
-    #: Filled in by the store: the entries whose score has passed, when
-    #: the scores are not deadlines; their sessions need a look.
-    suspects: list[str] = field(default_factory=list)
-
-    def args(self, now: float) -> list[Any]:
-        flat = [x for member, score in self.add for x in (repr(score), member)]
-        return [
-            repr(now),
-            "1" if self.deadlines else "",
-            len(self.remove),
-            *self.remove,
-            *flat,
-        ]
 
 
 @dataclass(frozen=True)
@@ -192,12 +175,32 @@ def _ttl_arg(ttl: int | None) -> int | str:
 class RedisStore:
     """Session hashes in Redis under ``prefix + session_id``."""
 
-    def __init__(self, client: Client, prefix: str) -> None:
+    def __init__(
+        self, client: Client, prefix: str, cache: LocalCache | None = None
+    ) -> None:
         self.client = client
         self.prefix = prefix
+        #: The process's local cache of these sessions, if it has one: every
+        #: key this store writes or deletes is dropped from it.
+        self.cache = cache
+
+    def _forget(self, *keys: str) -> None:
+        """Drop keys this process changed (or may have) from its cache."""
+        if self.cache is not None:
+            for key in keys:
+                self.cache.drop(key)
 
     def key(self, session_id: str) -> str:
         return self.prefix + session_id
+
+    @contextlib.contextmanager
+    def _forgetting(self, *keys: str) -> Iterator[None]:
+        """Around a write of ``keys``: they leave the local cache once it is
+        done (or failed: it may have been applied all the same)."""
+        try:
+            yield
+        finally:
+            self._forget(*keys)
 
     def _errors(self, key: str | None = None) -> _Errors:
         """Redis's errors as this package's, naming the server (for Cluster,
@@ -238,6 +241,45 @@ class RedisStore:
         except (ValueError, TypeError) as e:  # msgpack's errors are ValueErrors
             raise BadValue("the load script's reply does not unpack") from e
 
+    def read(self, session_id: str) -> dict[bytes, bytes]:
+        """The session's fields and values (empty if there is none), as
+        they are: a bare ``HGETALL``, its expiry left alone."""
+        key = self.key(session_id)
+        with self._errors(key):
+            fields: dict[bytes, bytes] = self.client.hgetall(key)  # type: ignore[assignment]
+        return fields
+
+    def fetch(
+        self,
+        session_id: str,
+        verify: Callable[[dict[bytes, bytes]], tuple[Record, float]],
+    ) -> tuple[dict[bytes, bytes], Record | None, bool]:
+        """The session's hash, what ``verify`` found in it (``({}, None)``
+        if there is none) and whether the local cache held it (no round
+        trip; else :meth:`read`, one). ``verify`` checks
+        a hash read from Redis (raising :class:`BadValue`) and says until
+        when the cache may serve it; what it checked is then kept, unless
+        the key changed meanwhile."""
+        cache = self.cache
+        if cache is None:
+            stored = self.read(session_id)
+            return (stored, verify(stored)[0], False) if stored else ({}, None, False)
+        key = self.key(session_id)
+        entry = cache.get(key)
+        if entry is not None:
+            return entry.stored, entry.record, True
+        token = cache.begin(key)
+        try:
+            stored = self.read(session_id)
+            if not stored:
+                return {}, None, False
+            record, until = verify(stored)
+            cache.put(key, token, Entry(stored, record, until))
+            token = None
+            return stored, record, False
+        finally:
+            cache.end(key, token)
+
     def create(
         self,
         session_id: str,
@@ -256,7 +298,7 @@ class RedisStore:
         """
         key = self.key(session_id)
         args = ("create", _ttl_arg(ttl), len(fields) // 2, *fields)
-        with self._errors(key):
+        with self._errors(key), self._forgetting(key, *replacing):
             if not replacing and not index:
                 return bool(self._evalsha(WRITE, key, args))
             calls = [
@@ -295,6 +337,17 @@ class RedisStore:
         raised: the old session stays the user's.
         """
         key = self.key(session_id)
+        with self._forgetting(old_key, key):
+            return self._move(old_key, key, fields, ttl, index)
+
+    def _move(
+        self,
+        old_key: str,
+        key: str,
+        fields: Sequence[bytes],
+        ttl: int | None,
+        index: Sequence[IndexUpdate],
+    ) -> int:
         if isinstance(self.client, RedisCluster):
             return self._move_on_cluster(old_key, key, fields, ttl, index)
         now = time.time()
@@ -406,7 +459,7 @@ class RedisStore:
         (and are applied either way: the index is checked when read)."""
         key = self.key(session_id)
         args = ("update", _ttl_arg(ttl), len(fields) // 2, *fields, *deleted)
-        with self._errors(key):
+        with self._errors(key), self._forgetting(key):
             if not index:
                 return bool(self._evalsha(WRITE, key, args))
             return bool(self._with_index([_Call(args, WRITE, (key,))], index)[0])
@@ -418,7 +471,7 @@ class RedisStore:
     ) -> None:
         """Delete ``keys`` (whole keys: a session's is :meth:`key` of its id)
         and apply ``index`` updates, in one round trip."""
-        with self._errors():
+        with self._errors(), self._forgetting(*keys):
             if len(keys) == 1 and not index:
                 self.client.delete(keys[0])
                 return
@@ -493,7 +546,8 @@ class RedisStore:
             _Call((field, *values), END, (self.key(session_id),))
             for session_id, values in zip(session_ids, accepted, strict=True)
         ]
-        with self._errors(index.key):
+        keys = [self.key(session_id) for session_id in session_ids]
+        with self._errors(index.key), self._forgetting(*keys):
             results = self._with_index(calls, [index])
         return [bool(r) for r in results]
 

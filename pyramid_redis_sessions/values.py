@@ -41,6 +41,7 @@ __all__ = [
     "MAX_CREATED_SIZE",
     "MAX_SECONDS",
     "RESERVED",
+    "SLID",
     "TIMEOUT",
     "USER",
     "USER_DETAILS",
@@ -70,6 +71,10 @@ CREATED = b"\xffcreated"
 #: The session's own timeout in seconds (``0``: none) when it was given one
 #: with ``adjust_timeout_for_session``; absent, the factory's ``timeout``.
 TIMEOUT = b"\xfftimeout"
+#: ``time.time()`` of the session's last slide (its expiry set again from
+#: its timeout by a read), as :data:`CREATED` is written; absent, its
+#: creation time.
+SLID = b"\xffslid"
 #: The user the session is indexed under (UTF-8), when it is bound to one.
 USER = b"\xffuser"
 #: What the application recorded about the session at login (JSON), if any.
@@ -236,6 +241,8 @@ class Record:
     later: dict[bytes, bytes] = dataclasses.field(default_factory=dict)
     #: :data:`CREATED`, if it verifies and is a number.
     created: float | None = None
+    #: :data:`SLID`, if present (else the session never slid).
+    slid: float | None = None
     #: :data:`TIMEOUT`, the session's own timeout (``0``: none), if present.
     timeout: int | None = None
     #: :data:`USER` and :data:`USER_DETAILS` (the details still JSON).
@@ -286,12 +293,14 @@ def parse(
                 flash_queue(name)
             except ValueError:  # BadValue, or a queue that is not UTF-8
                 record.problems[name] = "is not a well-formed flash field"
-        elif name in (CREATED, TIMEOUT):
+        elif name in (CREATED, TIMEOUT, SLID):
             # Only the form the application writes (and the load script
             # accepts): see parse_created and parse_timeout.
             try:
                 if name == CREATED:
                     record.created = parse_created(payload)
+                elif name == SLID:
+                    record.slid = parse_created(payload)
                 else:
                     record.timeout = parse_timeout(payload)
             except BadValue:
@@ -317,8 +326,9 @@ def _parse_strict(payloads: dict[bytes, bytes], reseal: set[bytes]) -> Record:
         },
         reseal=reseal,
     )
-    if len(record.keys) + 1 == len(payloads) and CREATED in payloads:
-        record.created = parse_created(payloads[CREATED])  # only keys besides
+    reserved = len(payloads) - len(record.keys)
+    if reserved == 1 and CREATED in payloads:  # only keys besides
+        record.created = parse_created(payloads[CREATED])
         return record
     for name, payload in payloads.items():
         if name[:1] != RESERVED:
@@ -327,6 +337,8 @@ def _parse_strict(payloads: dict[bytes, bytes], reseal: set[bytes]) -> Record:
             record.flash[name] = payload
         elif name == CREATED:
             record.created = parse_created(payload)
+        elif name == SLID:
+            record.slid = parse_created(payload)
         elif name == TIMEOUT:
             record.timeout = parse_timeout(payload)
         elif name == USER:

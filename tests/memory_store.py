@@ -42,6 +42,8 @@ class MemoryStore:
         self.expiry: dict[str, float] = {}  # key: deadline, by clock
         #: The methods called, in order: each one is a round trip of RedisStore.
         self.calls: list[str] = []
+        #: No local cache: it needs a server to keep it fresh.
+        self.cache = None
 
     # -- keys ------------------------------------------------------------------
 
@@ -70,6 +72,17 @@ class MemoryStore:
         return None if deadline is None else deadline - self.clock()
 
     # -- the store's interface ---------------------------------------------------
+
+    def read(self, session_id: str) -> dict[bytes, bytes]:
+        self.calls.append("read")
+        key = self.key(session_id)
+        return dict(self.hashes[key]) if self._live(key) and key in self.hashes else {}
+
+    def fetch(
+        self, session_id: str, verify: Callable[[dict[bytes, bytes]], Any]
+    ) -> tuple[dict[bytes, bytes], Any, bool]:
+        stored = self.read(session_id)  # no local cache: always a read
+        return (stored, verify(stored)[0], False) if stored else ({}, None, False)
 
     def load(
         self,

@@ -61,11 +61,14 @@ def make_app(
     *,
     via_toolbar_includes: bool = False,
     panels: str | None = PANELS,
+    local_cache: int | None = None,
 ) -> webtest.TestApp:
     settings: dict[str, Any] = {
         "redis.sessions.secret": SECRET,
         "redis.sessions.connection_pool": counter.pool(url),
     }
+    if local_cache is not None:
+        settings["redis.sessions.local_cache"] = str(local_cache)
     if panels is not None:
         settings["debugtoolbar.panels"] = panels
     if via_toolbar_includes:
@@ -126,8 +129,8 @@ def test_a_read_shows_one_round_trip_as_the_counter_does(
     app.get("/read")
     page = panel_page(app)
 
-    assert counter.commands == [["EVALSHA"]]
-    assert row(page, "round-trips") == "1 EVALSHA load"
+    assert counter.commands == [["HGETALL"]]
+    assert row(page, "round-trips") == "1 HGETALL"
     assert "1 round trip" in page.text  # the tab's subtitle
     assert row(page, "loaded") == "n, other"
     assert row(page, "decoded") == "n"  # "other" stays bytes
@@ -141,7 +144,33 @@ def test_a_read_shows_one_round_trip_as_the_counter_does(
     assert "bytes, expires in 1" in row(page, "stored")
     # The toolbar's own page cost the session nothing.
     assert counter.count == 1
-    assert page.html.find(id="prs-cache") is None  # no local cache yet
+    assert row(page, "cache") == "miss: read from Redis, kept in this process's cache"
+
+
+def test_a_second_read_is_served_from_the_local_cache(
+    app: webtest.TestApp, counter: RoundTripCounter
+) -> None:
+    app.get("/write")
+    app.get("/read")
+    counter.reset()
+    app.get("/read")
+    page = panel_page(app)
+
+    assert counter.commands == []
+    assert row(page, "round-trips") == "0"
+    assert row(page, "cache") == "hit: 0 round trips, served from this process's cache"
+    assert row(page, "loaded") == "n, other"
+
+
+def test_without_a_local_cache_the_panel_shows_none(
+    server: Any, counter: RoundTripCounter
+) -> None:
+    app = make_app(server.url, counter, local_cache=0)
+    app.get("/write")
+    app.get("/read")
+    page = panel_page(app)
+    assert row(page, "round-trips") == "1 HGETALL"
+    assert page.html.find(id="prs-cache") is None
 
 
 def test_a_first_write_shows_the_create_and_the_new_cookie(
@@ -163,15 +192,17 @@ def test_a_delta_shows_the_fields_saved_and_deleted(
 ) -> None:
     app.get("/write")
     app.get("/write")
-    assert row(panel_page(app), "saved") == "n"
+    # A save of a stored session writes when its expiry slid.
+    assert row(panel_page(app), "saved") == "n, (slid)"
     counter.reset()
     app.get("/drop")
     page = panel_page(app)
 
-    assert counter.commands == [["EVALSHA"], ["EVALSHA"]]
-    assert row(page, "round-trips") == "2 EVALSHA load EVALSHA write"
+    # The write before it dropped the session from the local cache: a miss.
+    assert counter.commands == [["HGETALL"], ["EVALSHA"]]
+    assert row(page, "round-trips") == "2 HGETALL EVALSHA write"
     assert row(page, "deleted") == "other"
-    assert row(page, "saved") == "none"
+    assert row(page, "saved") == "(slid)"  # the save sets the expiry: it says when
 
 
 def test_a_logout_shows_the_whole_key_deleted_and_the_cookie_cleared(
@@ -204,7 +235,7 @@ def test_with_every_toolbar_panel_the_session_panel_s_reads_are_named(
     counter.reset()
     app.get("/read")
     page = panel_page(app)
-    assert row(page, "round-trips") == "1 EVALSHA load"
+    assert row(page, "round-trips") == "1 HGETALL"
     assert counter.count == 1
     assert row(page, "decoded").startswith(
         "n, other (the toolbar's own Session panel deserializes every value"
@@ -234,7 +265,7 @@ def test_on_every_topology_a_read_is_one_round_trip_as_counted(
     round_trips.reset()
     app.get("/read")
     page = panel_page(app)
-    assert round_trips.commands == [["EVALSHA"]]
-    assert row(page, "round-trips") == "1 EVALSHA load"
+    assert round_trips.commands == [["HGETALL"]]
+    assert row(page, "round-trips") == "1 HGETALL"
     assert row(page, "key").startswith(f"{prefix}<sha256:")
     assert "bytes, expires in 1" in row(page, "stored")

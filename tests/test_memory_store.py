@@ -67,6 +67,7 @@ def _run(store: Any, now: float) -> list[Any]:
     seen.append(store.load("b", 300, 60, now))
     seen.append(state("b"))  # past its absolute deadline: deleted
     seen.append(store.load("missing", 300, None, now))
+    seen.append([store.read("a"), store.read("missing")])
     seen.append(store.move(store.key("a"), "c", _sealed("c", now, z=b"3"), 100))
     seen.append([state("a"), state("c")])
     seen.append(
@@ -116,8 +117,8 @@ def test_the_memory_store_answers_as_the_real_one(
         answers[-4] = [[round(ttl / 1000), values] for ttl, values in answers[-4]]
     assert memory == real
     assert real[0] is True and real[1] is False and real[5] is False
-    assert [real[i] for i in (14, 16, 17, 18)] == [MOVED, MOVED, GONE, TAKEN]
-    assert real[19] == ["e"] and real[22] == [True, False]
+    assert [real[i] for i in (15, 17, 18, 19)] == [MOVED, MOVED, GONE, TAKEN]
+    assert real[20] == ["e"] and real[23] == [True, False]
 
 
 @pytest.mark.parametrize("ttl", [None, 50])

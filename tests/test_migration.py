@@ -338,7 +338,7 @@ def test_a_legacy_timeout_of_its_own_is_kept_and_the_old_ttl_bounds_the_new(
 ) -> None:
     raw = pickle.dumps({"m": {"k": "v"}, "c": int(time.time()), "v": 1, "t": 300})
     store_legacy(server, LEGACY_KEY, raw, 250)
-    testapp = app()
+    testapp = app(slide_interval=0)  # every read slides (the load script)
     res = testapp.get(
         "/do?op=timeout&op=id", headers=legacy_header(fork_cookie(LEGACY_KEY, SECRET))
     )

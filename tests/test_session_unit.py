@@ -72,7 +72,7 @@ def browser() -> Browser:
 def test_no_server_is_reached(browser: Browser) -> None:
     browser.request(lambda s: s.update(a=1))
     assert browser.request(lambda s: s["a"]) == 1
-    assert browser.store.calls == ["create", "load"]
+    assert browser.store.calls == ["create", "read"]
 
 
 def test_the_session_is_an_isession(browser: Browser) -> None:
@@ -119,7 +119,7 @@ def test_a_read_only_request_writes_nothing(browser: Browser) -> None:
     browser.request(lambda s: s.update(a={"n": [1, 2]}))
     browser.store.calls.clear()
     assert browser.request(lambda s: s["a"]) == {"n": [1, 2]}
-    assert browser.store.calls == ["load"]
+    assert browser.store.calls == ["read"]
 
 
 def test_an_untouched_request_does_not_load(browser: Browser) -> None:
@@ -162,7 +162,7 @@ def test_an_unchanged_reassignment_writes_nothing(browser: Browser) -> None:
     browser.request(lambda s: s.update(a=[1]))
     browser.store.calls.clear()
     browser.request(lambda s: s.update(a=[1]))
-    assert browser.store.calls == ["load"]
+    assert browser.store.calls == ["read"]
 
 
 def test_flash_queues(browser: Browser) -> None:

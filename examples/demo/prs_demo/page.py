@@ -89,10 +89,11 @@ PANEL = """<section id="inspector">
 <dt>What its save deleted</dt><dd id="deleted">{deleted}</dd>
 <dt>Its cookie</dt><dd id="cookie">{cookie}</dd>
 </dl>
-<p>A read costs one round trip and saves nothing; a save sends only the
-fields that changed. The key is shown as a digest: the session id is the
-user's credential. The debug toolbar (the tab at the right) has the same
-for every request, under "Redis session".</p>
+<p>A read costs one round trip and saves nothing, or none at all when this
+process has read the session before (its local cache, which Redis keeps
+fresh); a save sends only the fields that changed. The key is shown as a
+digest: the session id is the user's credential. The debug toolbar (the tab
+at the right) has the same for every request, under "Redis session".</p>
 </section>"""
 
 
@@ -106,9 +107,13 @@ class Panel:
     so_far: list[list[str]]
     #: The session's previous request, once it was complete.
     previous: SessionReport | None
+    #: This request's load was served from the process's local cache.
+    cached: bool = False
 
 
-def _trips(trips: Sequence[Sequence[str]]) -> str:
+def _trips(trips: Sequence[Sequence[str]], cached: bool = False) -> str:
+    if not trips and cached:
+        return "<strong>0</strong> round trips: served from this process's cache"
     if not trips:
         return "no round trip"
     plural = "s" if len(trips) != 1 else ""
@@ -156,8 +161,10 @@ def render_panel(panel: Panel) -> str:
     return PANEL.format(
         key=f"<code>{escape(panel.key)}</code>" if panel.key else "none yet",
         stored=stored,
-        so_far=_trips(panel.so_far),
-        previous="not seen" if previous is None else _trips(previous.round_trips),
+        so_far=_trips(panel.so_far, panel.cached),
+        previous="not seen"
+        if previous is None
+        else _trips(previous.round_trips, (previous.cache or "").startswith("hit")),
         saved="-" if previous is None else _names(previous.saved),
         deleted="-" if previous is None else _deleted(previous),
         cookie=cookie,

@@ -58,6 +58,7 @@ def panel(request: Request) -> Panel:
         key=key,
         so_far=[list(trip) for trip in report.round_trips] if report else [],
         previous=inspector.previous(key),
+        cached=getattr(request.session, "loaded_from", None) == "local cache",
     )
 
 
