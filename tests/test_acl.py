@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 import webtest
+from pyramid.interfaces import ISessionFactory
 
 from pyramid_redis_sessions import RedisSessionFactory
 from tests.app import SECRET, make_app, results
@@ -54,6 +55,15 @@ def test_the_documented_acl_user_runs_the_core_flow(
     assert results(testapp.get("/do?op=items")) == [[["c", "3"]]]
     testapp.get("/do?op=invalidate")
     assert results(testapp.get("/do?op=new")) == [True]
+    # The local cache set up its tracking connection as that user too.
+    factory = testapp.app.registry.queryUtility(ISessionFactory)
+    stats = factory.store.cache.stats()
+    assert stats["connects"] == 1 and stats["fresh"]
+    testapp.get("/do?op=set:d:4")
+    hits = factory.store.cache.stats()["hits"]
+    assert results(testapp.get("/do?op=get:d")) == ["4"]  # a miss, then kept
+    assert results(testapp.get("/do?op=get:d")) == ["4"]
+    assert factory.store.cache.stats()["hits"] == hits + 1
 
 
 def test_the_documented_user_may_not_touch_other_keys(
