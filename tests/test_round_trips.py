@@ -12,15 +12,17 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 import pytest
 import webtest
 
 from pyramid_redis_sessions.store import LOAD, MOVE, WRITE
+from pyramid_redis_sessions.values import SLID
 from tests.app import results
 from tests.servers import RoundTripCounter
-from tests.stored import write_session
+from tests.stored import seal, write_session
 from tests.topologies import Topology
 
 App = Callable[..., webtest.TestApp]
@@ -89,17 +91,35 @@ def test_new_session_written_is_one_create(
     assert len(keys(server, prefix)) == 1
 
 
-def test_existing_session_read_is_one_load(
-    app: App, round_trips: RoundTripCounter
+def test_existing_session_read_is_one_hgetall_then_none_from_the_cache(
+    app: App, server: Topology, prefix: str, round_trips: RoundTripCounter
 ) -> None:
     testapp = app()
-    start_session(testapp, round_trips)
+    session_id = start_session(testapp, round_trips)
     res = testapp.get("/do?op=get:a&op=items&op=get:a&op=new")
     assert results(res) == ["1", [["a", "1"]], "1", False]
-    assert round_trips.commands == [["EVALSHA"]]
-    assert script(round_trips, 0) == b"load"
-    assert round_trips.requests[0][0][4:6] == (b"1200", b"")
+    assert round_trips.commands == [["HGETALL"]]  # a miss: this process wrote it
+    assert round_trips.requests[0][0] == (b"HGETALL", (prefix + session_id).encode())
     assert "Set-Cookie" not in res.headers
+    round_trips.reset()
+    res = testapp.get("/do?op=get:a&op=new")
+    assert results(res) == ["1", False]
+    # The local cache serves it; on Cluster there is none.
+    assert round_trips.commands == ([["HGETALL"]] if server.kind == "cluster" else [])
+    assert "Set-Cookie" not in res.headers
+
+
+def test_slide_interval_0_reads_with_the_load_script(
+    app: App, round_trips: RoundTripCounter
+) -> None:
+    testapp = app(slide_interval=0)
+    start_session(testapp, round_trips)
+    for _ in range(2):
+        round_trips.reset()
+        assert results(testapp.get("/do?op=get:a")) == ["1"]
+        assert round_trips.commands == [["EVALSHA"]]
+        assert script(round_trips, 0) == b"load"
+        assert round_trips.requests[0][0][4:6] == (b"1200", b"")
 
 
 def test_existing_session_write_is_load_plus_one_save(
@@ -108,7 +128,7 @@ def test_existing_session_write_is_load_plus_one_save(
     testapp = app()
     start_session(testapp, round_trips)
     res = testapp.get("/do?op=set:b:2&op=set:c:3&op=del:a")
-    assert round_trips.commands == [["EVALSHA"], ["EVALSHA"]]
+    assert round_trips.commands == [["HGETALL"], ["EVALSHA"]]
     assert script(round_trips, 1) == b"write"
     assert round_trips.requests[1][0][4] == b"update"
     assert "Set-Cookie" not in res.headers
@@ -116,7 +136,7 @@ def test_existing_session_write_is_load_plus_one_save(
     assert results(testapp.get("/do?op=items")) == [[["b", "2"], ["c", "3"]]]
 
 
-def test_stale_cookie_is_one_round_trip_and_clears_the_cookie(
+def test_stale_cookie_is_two_round_trips_and_clears_the_cookie(
     app: App, server: Topology, prefix: str, round_trips: RoundTripCounter
 ) -> None:
     testapp = app()
@@ -125,7 +145,10 @@ def test_stale_cookie_is_one_round_trip_and_clears_the_cookie(
     round_trips.reset()
     res = testapp.get("/do?op=get:a&op=new")
     assert results(res) == [None, True]
-    assert round_trips.commands == [["EVALSHA"]]
+    # Not found by HGETALL, so asked again by the load script, a write: a
+    # read-only replica would answer READONLY rather than "no session".
+    assert round_trips.commands == [["HGETALL"], ["EVALSHA"]]
+    assert script(round_trips, 1) == b"load"
     assert "Max-Age=0" in res.headers["Set-Cookie"]
 
 
@@ -137,8 +160,8 @@ def test_stale_cookie_write_starts_a_fresh_id(
     server.client().delete(*keys(server, prefix))
     res = testapp.get("/do?op=set:x:1&op=id")
     assert results(res)[1] != old_id
-    assert round_trips.commands == [["EVALSHA"], ["EVALSHA"]]
-    assert round_trips.requests[1][0][4] == b"create"
+    assert round_trips.commands == [["HGETALL"], ["EVALSHA"], ["EVALSHA"]]
+    assert round_trips.requests[2][0][4] == b"create"
     assert keys(server, prefix) == [(prefix + results(res)[1]).encode()]
 
 
@@ -150,7 +173,7 @@ def test_invalidate_then_write_is_at_most_two(
     res = testapp.get("/do?op=get:a&op=invalidate&op=set:b:2&op=id&op=items")
     new_id = results(res)[3]
     assert round_trips.count <= 2
-    assert round_trips.commands == [["EVALSHA"], ["DEL", "EVALSHA"]]
+    assert round_trips.commands == [["HGETALL"], ["DEL", "EVALSHA"]]
     assert new_id != old_id
     assert keys(server, prefix) == [(prefix + new_id).encode()]
     assert results(res)[4] == [["b", "2"]]
@@ -180,12 +203,12 @@ def test_regenerate_id_is_one_move_or_two_steps_on_cluster_and_keeps_data(
     res = testapp.get("/do?op=regenerate&op=id")
     new_id = results(res)[1]
     if server.kind == "cluster":
-        assert round_trips.commands == [["EVALSHA"], ["EVALSHA"], ["DEL"]]
+        assert round_trips.commands == [["HGETALL"], ["EVALSHA"], ["DEL"]]
         assert script(round_trips, 1) == b"write"
         assert round_trips.requests[1][0][4] == b"create"
         assert round_trips.requests[2][0][1] == (prefix + old_id).encode()
     else:
-        assert round_trips.commands == [["EVALSHA"], ["EVALSHA"]]
+        assert round_trips.commands == [["HGETALL"], ["EVALSHA"]]
         assert script(round_trips, 1) == b"move"
         assert round_trips.requests[1][0][2:5] == (
             b"2",
@@ -210,13 +233,13 @@ def test_regenerate_id_of_a_bound_session_moves_its_index_entry_with_it(
     new_id = results(testapp.get("/do?op=regenerate&op=id"))[1]
     if server.kind == "cluster":
         assert round_trips.commands == [
-            ["EVALSHA"],
+            ["HGETALL"],
             ["EVALSHA", "EVALSHA"],
             ["DEL"],
             ["EVALSHA"],
         ]
     else:
-        assert round_trips.commands == [["EVALSHA"], ["EVALSHA"]]
+        assert round_trips.commands == [["HGETALL"], ["EVALSHA"]]
         assert script(round_trips, 1) == b"move"
     (index,) = keys(server, prefix + "user:")
     assert server.client().zrange(index, 0, -1) == [new_id.encode()]
@@ -240,7 +263,7 @@ def test_nested_change_is_saved_without_changed(
     testapp.get("/do?op=list:cart&op=append:cart:apple")
     round_trips.reset()
     testapp.get("/do?op=append:cart:pear")
-    assert round_trips.commands == [["EVALSHA"], ["EVALSHA"]]
+    assert round_trips.commands == [["HGETALL"], ["EVALSHA"]]
     assert results(testapp.get("/do?op=get:cart")) == [["apple", "pear"]]
 
 
@@ -269,7 +292,7 @@ def test_unchanged_session_with_a_set_is_not_rewritten(
     write_session(server, prefix, session_id, {b"tags": written})
     round_trips.reset()
     assert results(testapp.get("/do?op=len:tags")) == [40]
-    assert round_trips.commands == [["EVALSHA"]]
+    assert round_trips.commands == [["HGETALL"]]
 
 
 def test_non_default_timeout_costs_nothing_more_when_read(
@@ -278,13 +301,22 @@ def test_non_default_timeout_costs_nothing_more_when_read(
     testapp = app()
     session_id = start_session(testapp, round_trips)
     testapp.get("/do?op=adjust:60")
-    assert round_trips.commands == [["EVALSHA"], ["EVALSHA"]]
+    assert round_trips.commands == [["HGETALL"], ["EVALSHA"]]
     assert 0 < server.client().ttl(prefix + session_id) <= 60
-    server.client().expire(prefix + session_id, 5)
     round_trips.reset()
     assert results(testapp.get("/do?op=timeout")) == [60]
-    assert round_trips.commands == [["EVALSHA"]]
-    assert 55 < server.client().ttl(prefix + session_id) <= 60
+    assert round_trips.commands == [["HGETALL"]]  # the save just slid it
+    # Once a tenth of its own timeout has passed since: the read slides it,
+    # in one more round trip (the write script, setting SLID and the expiry).
+    key = prefix + session_id
+    old = b"%.6f" % (time.time() - 7)
+    server.client().hset(key, SLID, seal(session_id, SLID, old))
+    server.client().expire(key, 5)
+    round_trips.reset()
+    assert results(testapp.get("/do?op=timeout")) == [60]
+    assert round_trips.commands == [["HGETALL"], ["EVALSHA"]]
+    assert script(round_trips, 1) == b"write"
+    assert 55 < server.client().ttl(key) <= 60
 
 
 def test_absolute_deadline_costs_nothing_more_when_read(
@@ -295,8 +327,7 @@ def test_absolute_deadline_costs_nothing_more_when_read(
     (key,) = keys(server, prefix)
     assert 95 < server.client().ttl(key) <= 100
     assert results(testapp.get("/do?op=get:a")) == ["1"]
-    assert round_trips.commands == [["EVALSHA"]]
-    assert round_trips.requests[0][0][4:6] == (b"1200", b"100")
+    assert round_trips.commands == [["HGETALL"]]
     assert 95 < server.client().ttl(key) <= 100
 
 

@@ -484,3 +484,47 @@ def test_legacy_pickle_allow_takes_classes_or_their_dotted_names() -> None:
         assert f.legacy_loads(third) == fractions.Fraction(1, 3)
     f = RedisSessionFactory("s", legacy_pickle_allow=[fractions.Fraction])
     assert f.legacy_loads(third) == fractions.Fraction(1, 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("local_cache", "-1", "0 or more"),
+        ("local_cache", "lots", "0 or more"),
+        ("local_cache_max_lag", "0", "positive number of seconds"),
+        ("slide_interval", "-5", "slide on every read"),
+    ],
+)
+def test_bad_local_cache_settings_name_themselves(
+    name: str, value: str, expected: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        from_settings(**{name: value})
+    assert f"'redis.sessions.{name}'" in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_a_slide_interval_not_under_the_timeout_is_refused() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        from_settings(timeout="600", slide_interval="600")
+    message = str(info.value)
+    assert "'redis.sessions.slide_interval'=600" in message
+    assert "'redis.sessions.timeout'=600" in message
+    assert from_settings(timeout="600", slide_interval="599").slide_interval == 599
+
+
+@pytest.mark.parametrize(
+    ("timeout", "expected"),
+    [("1200", 60), ("300", 30), ("5", 0), ("none", 60)],
+)
+def test_the_default_slide_interval_follows_the_timeout(
+    timeout: str, expected: int
+) -> None:
+    assert from_settings(timeout=timeout).slide_interval == expected
+
+
+def test_the_local_cache_is_off_when_told_or_when_every_read_slides() -> None:
+    assert from_settings().store.cache is not None  # nothing connects yet
+    assert from_settings(local_cache="0").store.cache is None
+    assert from_settings(slide_interval="0").store.cache is None
+    assert from_settings(timeout="5").store.cache is None  # its default is 0
