@@ -576,3 +576,66 @@ def test_sentinel_forked_worker_finds_the_master_itself(
     child.join(30)
     assert child.exitcode == 0
     assert _client_session(made, 2) == [None, "1"]
+
+
+def test_sentinel_master_switch_empties_the_local_cache(
+    own_sentinel_topology: SentinelTopology, prefix: str
+) -> None:
+    """A graceful failover (``SENTINEL FAILOVER``): the old master lives on
+    as a replica, so the cache's connection to it need not break; the
+    cache sees the sentinels name another master, empties itself and
+    connects to the new one. A change made on the new master is then read,
+    never the entry kept from the old one."""
+    topology = own_sentinel_topology
+    testapp = make_included_app(
+        {
+            "redis.sessions.sentinels": " ".join(
+                f"{h}:{p}" for h, p in topology.sentinel_addresses
+            ),
+            "redis.sessions.sentinel_service": topology.service,
+            "redis.sessions.prefix": prefix,
+        }
+    )
+    factory = testapp.app.registry.queryUtility(ISessionFactory)
+    cache = factory.store.cache
+    assert cache is not None
+    session_id = results(testapp.get("/do?op=set:a:1&op=id"))[1]
+    results(testapp.get("/do?op=get:a"))  # a miss, then kept
+    hits = cache.stats()["hits"]
+    assert results(testapp.get("/do?op=get:a")) == ["1"]
+    assert cache.stats()["hits"] == hits + 1
+    connects, flushes = cache.stats()["connects"], cache.stats()["flushes"]
+    old = topology.current_master()
+    topology.wait_replicated()
+    sentinel = topology.sentinels[0]
+    sentinel.admin().execute_command("SENTINEL", "FAILOVER", topology.service)
+    new = topology.wait_for_new_master(old.port)
+    # The change the cached entry must not hide, made on the new master.
+    key = prefix + session_id
+    wait_until(lambda: _role(new) == "master", "the new master to take writes")
+    new.admin().hset(key, "a", new.admin().hget(key, "a") or b"")
+    new.admin().hdel(key, "a")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        res = testapp.get("/do?op=get:a", expect_errors=True)
+        if res.status_int == 200 and results(res) == [None]:
+            break
+        assert res.status_int in (200, 503)
+        time.sleep(0.05)
+    else:
+        pytest.fail("the change on the new master was never read")
+    assert cache.stats()["flushes"] > flushes
+    # Connected again (at most once a second), to the new master: hits again.
+    testapp.get("/do?op=set:a:2")
+    wait_until(
+        lambda: (
+            results(testapp.get("/do?op=get:a")) == ["2"]
+            and cache.stats()["connects"] > connects
+        ),
+        "the cache to connect again",
+        5,
+    )
+    hits = cache.stats()["hits"]
+    assert results(testapp.get("/do?op=get:a")) == ["2"]
+    assert results(testapp.get("/do?op=get:a")) == ["2"]
+    assert cache.stats()["hits"] > hits
