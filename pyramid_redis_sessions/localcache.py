@@ -179,10 +179,15 @@ class LocalCache:
 
     # -- what the session asks -------------------------------------------
 
-    def get(self, key: str) -> Entry | None:
-        """The entry of ``key``, if it is fresh and not past its deadline."""
+    def _mine(self) -> None:
+        """Start afresh in a forked child: the parent's socket and lock are
+        never used there (nor closed: the parent still reads that socket)."""
         if os.getpid() != self._pid:
             self._reset()
+
+    def get(self, key: str) -> Entry | None:
+        """The entry of ``key``, if it is fresh and not past its deadline."""
+        self._mine()
         with self._lock:
             if not self._poll():
                 self._stats["bypasses"] += 1
@@ -203,6 +208,7 @@ class LocalCache:
         """Before reading ``key`` from Redis: a token for :meth:`put`
         (``None``: the cache is not serving, keep nothing). Always pair it
         with :meth:`put` or :meth:`end`."""
+        self._mine()
         with self._lock:
             if not self._fresh:
                 return None
@@ -212,6 +218,7 @@ class LocalCache:
     def put(self, key: str, token: int | None, entry: Entry) -> bool:
         """Keep what the read that :meth:`begin` gave ``token`` found;
         refused (false) if the key changed, or the cache emptied, since."""
+        self._mine()
         if token is None:
             return False
         with self._lock:
@@ -227,6 +234,7 @@ class LocalCache:
 
     def end(self, key: str, token: int | None) -> None:
         """The read that :meth:`begin` gave ``token`` keeps nothing."""
+        self._mine()
         if token is not None:
             with self._lock:
                 self._end(key)
@@ -242,6 +250,7 @@ class LocalCache:
     def drop(self, key: str) -> None:
         """This process changed ``key``: forget it (and any read of it
         under way) without waiting for Redis to say so."""
+        self._mine()
         with self._lock:
             self._drop(key)
 
@@ -252,6 +261,7 @@ class LocalCache:
 
     def clear(self) -> None:
         """Forget every entry, and every read under way."""
+        self._mine()
         with self._lock:
             self._clear()
 
@@ -264,6 +274,7 @@ class LocalCache:
         """Wait until every change Redis made before now has been seen
         (a heartbeat sent now is answered); false on timeout. For tests
         and scripts that changed Redis by other means."""
+        self._mine()
         deadline = time.monotonic() + timeout
         sent = time.monotonic()
         with self._lock:
@@ -285,6 +296,7 @@ class LocalCache:
         let through because the connection was not fresh), ``flushes``
         (times the cache emptied itself), ``connects``; and ``size``,
         ``fresh``."""
+        self._mine()
         with self._lock:
             return {**self._stats, "size": len(self._entries), "fresh": self._fresh}
 
@@ -497,4 +509,9 @@ def local_cache_for(
         def where() -> object:
             return proxy.master_address
 
-    return LocalCache(pool.make_connection, prefix, size, max_lag, where=where)
+    def connect() -> Any:
+        # Made apart from the pool (pool.make_connection would count it
+        # against max_connections, and never get it back on a reconnect).
+        return pool.connection_class(**pool.connection_kwargs)
+
+    return LocalCache(connect, prefix, size, max_lag, where=where)
