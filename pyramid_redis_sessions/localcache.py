@@ -351,10 +351,16 @@ class LocalCache:
             # done; from here on the cache speaks RESP itself, so that none
             # of this is a request's round trip.
             sock: socket.socket = conn._sock
-            sock.sendall(_command(b"CLIENT", b"ID"))
-            (client_id,) = self._read_blocking(sock, 1)
+            sock.sendall(_command(b"CLIENT", b"ID") + _command(b"ROLE"))
+            client_id, role = self._read_blocking(sock, 2)
             if not isinstance(client_id, int):
                 raise ValueError(f"CLIENT ID answered {client_id!r}")
+            if self._where is not None and not (
+                isinstance(role, list) and role and role[0] == b"master"
+            ):
+                # A master just demoted (Sentinel): its replicated writes
+                # are no promise of invalidations. Retried later.
+                raise ValueError("the server is not the master (yet)")
             sock.sendall(
                 _command(
                     b"CLIENT",
@@ -505,8 +511,14 @@ def local_cache_for(
     where = None
     proxy = getattr(pool, "proxy", None)  # a Sentinel pool: follow its master
     if proxy is not None and hasattr(proxy, "master_address"):
+        follow = getattr(pool, "follow", None)
 
         def where() -> object:
+            # Reads served from the cache check out no connection, which is
+            # when the pool asks the sentinels again: ask here too (a
+            # lookup in a thread, at most every FOLLOW_INTERVAL).
+            if follow is not None:
+                follow()
             return proxy.master_address
 
     def connect() -> Any:
