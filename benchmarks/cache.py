@@ -48,15 +48,48 @@ import pyramid_redis_sessions as current  # noqa: E402
 from benchmarks import app as bench  # noqa: E402
 from benchmarks.baseline import against  # noqa: E402
 
+#: (unit, against, label, target): the ratios the targets name.
 RATIOS = [
-    ("hit", "floor", "read, cache hit / floor (target <= 0.5 split, 1.3 same CPU)"),
-    ("hit", "cookie", "read, cache hit / cookie session (target <= 0.5)"),
-    ("miss", "base", "read, miss / base's read (target <= 0.85)"),
-    ("write-hit", "fork-write", "write on a hit / fork's write (target <= 0.6)"),
-    ("bot", "noop", "bot / Pyramid's untouched request (target <= 1.3)"),
-    ("miss", "floor", "read, miss / floor"),
-    ("base", "floor", "base's read / floor"),
+    ("hit", "floor", "read, cache hit / floor", 0.5),
+    ("hit", "cookie", "read, cache hit / cookie session", 0.5),
+    ("miss", "base", "read, miss / base's read", 0.85),
+    ("write-hit", "fork-write", "write on a hit / fork's write", 0.6),
+    ("bot", "noop", "bot / Pyramid's untouched request", 1.3),
+    ("miss", "floor", "read, miss / floor", None),
+    ("base", "floor", "base's read / floor", None),
 ]
+
+
+def plot(path: str, rows: list[tuple[str, float, float, float, float | None]]) -> None:
+    """Each ratio's median with its interquartile range, and its target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.0), dpi=120)
+    for y, (_label, q1, med, q3, target) in enumerate(reversed(rows)):
+        ax.errorbar(
+            med, y, xerr=[[med - q1], [q3 - med]], fmt="o", color="#1f77b4", capsize=4
+        )
+        if target is not None:
+            ax.plot([target], [y], marker="|", markersize=16, color="#d62728")
+        ax.annotate(
+            f"{med:.2f}",
+            (q3, y),
+            xytext=(6, -4),
+            textcoords="offset points",
+            fontsize=9,
+        )
+    ax.set_yticks(range(len(rows)), [r[0] for r in reversed(rows)], fontsize=9)
+    ax.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xlabel(
+        "ratio (median of per-batch ratios; bars: interquartile range; red: target)",
+        fontsize=9,
+    )
+    ax.set_xlim(left=0)
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 def _setup(app: Any) -> str:
@@ -80,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-n", "--requests", type=int, default=200)
     parser.add_argument("--client-cpu", type=int)
     parser.add_argument("--server-cpu", type=int)
+    parser.add_argument("--plot", metavar="PNG", help="draw the ratios there")
     args = parser.parse_args(argv)
     if args.client_cpu is not None:
         os.sched_setaffinity(0, {args.client_cpu})
@@ -178,10 +212,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.size}, {args.batches} batches x {args.requests}, {placement}")
     for name, values in samples.items():
         print(f"  {name:10} {statistics.median(values):8.1f} µs")
-    for mine, theirs, label in RATIOS:
+    rows = []
+    for mine, theirs, label, target in RATIOS:
         ratios = [a / b for a, b in zip(samples[mine], samples[theirs], strict=True)]
         q1, _, q3 = statistics.quantiles(ratios, n=4)
-        print(f"  {label}: {statistics.median(ratios):.2f} ({q1:.2f}-{q3:.2f})")
+        med = statistics.median(ratios)
+        aim = "" if target is None else f"  (target <= {target})"
+        print(f"  {label}: {med:.2f} ({q1:.2f}-{q3:.2f}){aim}")
+        rows.append((label, q1, med, q3, target))
+    if args.plot:
+        plot(args.plot, rows)
     print(f"  local cache of 'hit': {stats}")
 
 
