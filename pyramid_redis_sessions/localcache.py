@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import socket
 import ssl
 import threading
@@ -61,6 +62,10 @@ log = logging.getLogger(__name__)
 CHANNEL = b"__redis__:invalidate"
 #: The least time between two attempts to set the connection up again.
 RETRY_INTERVAL = 1.0
+#: The longest a read waits for a heartbeat after the cache was idle for
+#: longer than ``max_lag`` (in seconds): answered, the cache is known fresh
+#: and kept; not, it is emptied.
+REVIVE_WAIT = 0.05
 _PING = b"*1\r\n$4\r\nPING\r\n"
 _MAX_PINGS = 16
 
@@ -330,9 +335,26 @@ class LocalCache:
             log.warning("local cache: the invalidation connection failed (%s)", e)
             self._fail()
             return False
-        if now - self._last_ping >= self._max_lag / 4 and len(self._pings) < _MAX_PINGS:
+        lag = self._max_lag
+        if now - self._last_ping >= lag / 4 and len(self._pings) < _MAX_PINGS:
             self._send_ping(now)
-        fresh = now - self._heard <= self._max_lag
+        fresh = now - self._heard <= lag
+        if (
+            not fresh
+            and self._sock is not None
+            and self._pings
+            and now - self._pings[0] <= lag
+        ):
+            # Only idle (every heartbeat answered until the last one, sent
+            # just now): wait for that one, briefly, rather than empty a
+            # cache that may well be fresh. A stalled connection has an
+            # older heartbeat unanswered and is not waited for.
+            try:
+                fresh = self._revive()
+            except (OSError, ValueError) as e:
+                log.warning("local cache: the invalidation connection failed (%s)", e)
+                self._fail()
+                return False
         if not fresh and self._fresh:
             log.info(
                 "local cache: no heartbeat answered in %ss; emptied", self._max_lag
@@ -340,6 +362,20 @@ class LocalCache:
             self._flush()
         self._fresh = fresh
         return fresh
+
+    def _revive(self) -> bool:
+        """Wait for the heartbeat sent last, :data:`REVIVE_WAIT` at most:
+        answered, every change made before it has been seen."""
+        assert self._sock is not None and self._pings
+        sent = self._pings[-1]
+        deadline = time.monotonic() + min(self._max_lag, REVIVE_WAIT)
+        while self._heard < sent:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            select.select([self._sock], [], [], left)
+            self._receive()
+        return True
 
     def _open(self, now: float) -> None:
         conn = None

@@ -541,6 +541,41 @@ def test_a_frozen_connection_stops_the_cache_and_thawed_it_serves_the_new_value(
         proxy.close()
 
 
+def test_an_idle_cache_is_kept_once_a_heartbeat_is_answered(
+    server: BaseServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle longer than ``local_cache_max_lag`` (no call, so no heartbeat
+    sent): the next read waits briefly for a heartbeat, and the cache, known
+    fresh again, is kept rather than emptied."""
+    offset = [0.0]
+
+    class Clock:
+        @staticmethod
+        def monotonic() -> float:
+            return time.monotonic() + offset[0]
+
+        @staticmethod
+        def time() -> float:
+            return time.time()
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            time.sleep(seconds)
+
+    monkeypatch.setattr("pyramid_redis_sessions.localcache.time", Clock)
+    testapp = make_app(factory(server.url, prefix, local_cache_max_lag=0.2))
+    cache = cache_of(testapp)
+    key = prefix + started(testapp)
+    offset[0] = 0.5  # half a second idle, by the cache's clock
+    before = cache.stats()
+    assert cache.get(key) is not None  # kept: a hit, no flush
+    grew(before, cache.stats(), hits=1)
+    assert cache.stats()["fresh"] is True
+    # And again after another idle spell.
+    offset[0] = 1.0
+    assert cache.get(key) is not None
+
+
 # -- 7. gunicorn --preload ---------------------------------------------------------
 
 
