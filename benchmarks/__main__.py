@@ -101,6 +101,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--users", type=int, default=64)
     parser.add_argument(
+        "--reads",
+        type=int,
+        default=0,
+        help="load test: reads (/count) per write (/inc) of each user; 9: 90%% reads",
+    )
+    parser.add_argument(
         "--clients", type=int, default=16, help="load generator threads"
     )
     parser.add_argument(

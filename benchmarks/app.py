@@ -163,6 +163,12 @@ def make_app(session_factory: Any, payload: dict[str, str]) -> Any:
     def count(request: Request) -> Response:
         return Response(str(request.session.get("n", 0)))
 
+    def cache_stats(request: Request) -> Response:
+        """The process's local cache counts (this package only), as JSON."""
+        store = getattr(session_factory, "store", None)
+        cache = getattr(store, "cache", None)
+        return Response(json=cache.stats() if cache is not None else None)
+
     views: dict[str, Callable[[Request], Response]] = {
         "/setup": setup,
         "/noop": noop,
@@ -173,6 +179,7 @@ def make_app(session_factory: Any, payload: dict[str, str]) -> Any:
         "/regenerate": regenerate,
         "/inc": inc,
         "/count": count,
+        "/cache-stats": cache_stats,
     }
     with Configurator() as config:
         if session_factory is not None:

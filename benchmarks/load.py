@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import http.client
+import json
 import os
 import statistics
 import subprocess
@@ -126,6 +127,7 @@ class User:
     def __init__(self) -> None:
         self.cookie: str | None = None
         self.count = 0  # increments the server confirmed
+        self.step = 0  # requests made since /setup
 
 
 class Client:
@@ -161,7 +163,12 @@ class Client:
 
 
 def load_round(
-    port: int, users: int, clients: int, seconds: float, max_requests: int
+    port: int,
+    users: int,
+    clients: int,
+    seconds: float,
+    max_requests: int,
+    reads: int = 0,
 ) -> dict[str, Any]:
     """One bounded round against one server; returns counts and latencies."""
     people = [User() for _ in range(users)]
@@ -181,6 +188,9 @@ def load_round(
                     if done >= per_client or time.perf_counter() >= deadline:
                         break
                     path = "/inc" if user.cookie else "/setup"
+                    if user.cookie and user.step % (reads + 1) != reads:
+                        path = "/count"  # a read of what the last /inc left
+                    user.step += 1
                     t0 = time.perf_counter()
                     try:
                         status, body, cookie = client.get(path, user.cookie)
@@ -196,6 +206,9 @@ def load_round(
                         if cookie is None:
                             errors[index].append("/setup set no cookie")
                         user.cookie = cookie
+                    elif path == "/count":
+                        if body != str(user.count):
+                            errors[index].append(f"/count: {body}, not {user.count}")
                     elif body != str(user.count + 1):
                         errors[index].append(f"/inc: {body} after {user.count}")
                         user.count = int(body) if body.isdigit() else user.count
@@ -268,8 +281,15 @@ def run_load(
                 log(f"load round {index + 1}/{args.rounds}: {name}")
                 rounds[name].append(load_round(
                     servers[name].port, args.users, args.clients, args.seconds,
-                    args.max_requests,
+                    args.max_requests, getattr(args, "reads", 0),
                 ))  # fmt: skip
+        cache: dict[str, Any] = {}
+        for name, server in servers.items():
+            checker = Client(server.port)
+            try:
+                cache[name] = json.loads(checker.get("/cache-stats", None)[1])
+            finally:
+                checker.close()
     finally:
         for server in servers.values():
             server.close()
@@ -279,7 +299,8 @@ def run_load(
     lines = [
         f"load: waitress {WAITRESS_THREADS} threads per app (subprocess), "
         f"{args.users} users, {args.clients} client threads, {args.rounds} "
-        f"rounds x {args.seconds:g} s per library, alternating; 1 KB sessions",
+        f"rounds x {args.seconds:g} s per library, alternating; 1 KB sessions; "
+        f"{getattr(args, 'reads', 0)} reads per write",
         f"{'library':<8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'requests':>9} {'errors':>7} {'counters':>12}",
     ]
@@ -309,6 +330,11 @@ def run_load(
         problems += [f"load {name}: {e}" for e in errors[:10]]
         if not latencies:
             problems.append(f"load {name}: no request completed")
+    stats = cache.get("ours")
+    if stats and stats["hits"] + stats["misses"]:
+        rate = stats["hits"] / (stats["hits"] + stats["misses"])
+        summary["ours"]["cache"] = stats
+        lines.append(f"ours: local cache hit rate {rate:.0%} ({stats})")
     if "ours" in summary and "fork" in summary:
         lines.append(
             "ours/fork req/s: "

@@ -172,9 +172,7 @@ def plot(report: dict[str, Any], path: str) -> None:
         len(results), 1, figsize=(7.4, 0.6 + 3.0 * len(results)), squeeze=False
     )
     for ax, result in zip(axes[:, 0], results, strict=True):
-        scenarios = [
-            SCENARIOS[row["scenario"]] for row in summarise(result, libs)
-        ]
+        scenarios = [SCENARIOS[row["scenario"]] for row in summarise(result, libs)]
         samples = result["samples"]
         width = 0.84 / len(series)
         top = 0.0
