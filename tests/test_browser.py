@@ -163,7 +163,7 @@ def test_two_browsers_one_ends_the_other_and_the_panel_counts_a_read(
     log_in(second, demo, "alice")
     click(first, "#count-form button")
     assert by_id(first, "count") == "Counter in this session: 1"
-    assert by_id(first, "saved") == "count"
+    assert by_id(first, "saved") == "count, (slid)"
     screenshot(first, "demo.png")
 
     click(first, "#sessions-link")
