@@ -287,30 +287,17 @@ def parse(
     for name, payload in payloads.items():
         if name[:1] != RESERVED:
             record.keys[key_name(name)] = payload
-        elif name.startswith(FLASH):
-            record.flash[name] = payload
+            continue
+        try:
+            _take_reserved(record, name, payload)
+        except BadValue:
+            record.problems[name] = "is not a number"
+            continue
+        if name.startswith(FLASH):
             try:
                 flash_queue(name)
             except ValueError:  # BadValue, or a queue that is not UTF-8
                 record.problems[name] = "is not a well-formed flash field"
-        elif name in (CREATED, TIMEOUT, SLID):
-            # Only the form the application writes (and the load script
-            # accepts): see parse_created and parse_timeout.
-            try:
-                if name == CREATED:
-                    record.created = parse_created(payload)
-                elif name == SLID:
-                    record.slid = parse_created(payload)
-                else:
-                    record.timeout = parse_timeout(payload)
-            except BadValue:
-                record.problems[name] = "is not a number"
-        elif name == USER:
-            record.user = key_name(payload)
-        elif name == USER_DETAILS:
-            record.user_details = payload
-        else:  # a later format's: verified, kept as it is
-            record.later[name] = payload
     return record
 
 
@@ -326,27 +313,29 @@ def _parse_strict(payloads: dict[bytes, bytes], reseal: set[bytes]) -> Record:
         },
         reseal=reseal,
     )
-    reserved = len(payloads) - len(record.keys)
-    if reserved == 1 and CREATED in payloads:  # only keys besides
-        record.created = parse_created(payloads[CREATED])
-        return record
     for name, payload in payloads.items():
-        if name[:1] != RESERVED:
-            continue
-        if name.startswith(FLASH):
-            record.flash[name] = payload
-        elif name == CREATED:
-            record.created = parse_created(payload)
-        elif name == SLID:
-            record.slid = parse_created(payload)
-        elif name == TIMEOUT:
-            record.timeout = parse_timeout(payload)
-        elif name == USER:
-            record.user = key_name(payload)
-        elif name == USER_DETAILS:
-            record.user_details = payload
-        else:  # a later format's: verified, kept as it is
-            record.later[name] = payload
+        if name[:1] == RESERVED:
+            _take_reserved(record, name, payload)
     if record.created is None:
         raise BadValue("the session has no creation time")
     return record
+
+
+def _take_reserved(record: Record, name: bytes, payload: bytes) -> None:
+    """Sort one verified reserved field into ``record``; :class:`BadValue`
+    for a number not in the form the application writes (and the load
+    script accepts: see :func:`parse_created` and :func:`parse_timeout`)."""
+    if name.startswith(FLASH):
+        record.flash[name] = payload
+    elif name == CREATED:
+        record.created = parse_created(payload)
+    elif name == SLID:
+        record.slid = parse_created(payload)
+    elif name == TIMEOUT:
+        record.timeout = parse_timeout(payload)
+    elif name == USER:
+        record.user = key_name(payload)
+    elif name == USER_DETAILS:
+        record.user_details = payload
+    else:  # a later format's: verified, kept as it is
+        record.later[name] = payload
