@@ -84,24 +84,24 @@ class Keys:
         "touched",
     )
 
-    def __init__(
-        self,
-        serializer: Serializer,
-        detect_changes: bool,
-        loaded: dict[str, bytes] | None = None,
-    ) -> None:
+    def __init__(self, serializer: Serializer, detect_changes: bool) -> None:
         self._serializer = serializer
         self._detect_changes = detect_changes
-        #: Payloads of the fields as loaded, by key.
-        self.loaded: dict[str, bytes] = loaded or {}
+        #: Payloads of the fields as loaded, by key (see :meth:`adopt`).
+        self.loaded: dict[str, bytes] = {}
         #: Keys to values, or to :data:`PENDING` until first read.
-        self.data: dict[str, Any] = dict.fromkeys(self.loaded, PENDING)
+        self.data: dict[str, Any] = {}
         #: Keys this request assigned or deleted: always part of the delta.
         self.touched: set[str] = set()
         #: Loaded keys deserialized by this request: they may change in place.
         self.decoded: list[str] = []
         #: ``changed()`` was called: values read are saved if they differ.
         self.changed_all = False
+
+    def adopt(self, loaded: dict[str, bytes]) -> None:
+        """Take a stored session's payloads by key (none read yet)."""
+        self.loaded = loaded
+        self.data = dict.fromkeys(loaded, PENDING)
 
     def value(self, key: str) -> Any:
         """The value of ``key`` (:data:`MISSING` if there is none),
@@ -180,14 +180,12 @@ def deadline(
     """When a stored session ends if nothing slides it: its idle deadline
     (its own timeout, else ``timeout``, after its last slide) or its
     absolute one, whichever is first (``inf``: neither)."""
-    assert record.created is not None  # parse(strict=True) checks it
-    at = math.inf
-    if record.timeout is not None:
-        timeout = record.timeout or None
-    if timeout is not None:
-        at = (record.created if record.slid is None else record.slid) + timeout
+    reserved = Reserved(timeout)
+    reserved.adopt(record)  # the session's own timeout and last slide
+    assert reserved.slid is not None
+    at = math.inf if reserved.timeout is None else reserved.slid + reserved.timeout
     if absolute_timeout is not None:
-        at = min(at, record.created + absolute_timeout)
+        at = min(at, reserved.created + absolute_timeout)
     return at
 
 
@@ -203,16 +201,16 @@ class Reserved:
 
     __slots__ = (
         "created",
-        "due",
         "later",
         "legacy_ttl",
         "own_timeout",
         "slid",
+        "slide_interval",
         "timeout",
         "timeout_changed",
     )
 
-    def __init__(self, timeout: int | None) -> None:
+    def __init__(self, timeout: int | None, slide_interval: int = 0) -> None:
         #: The factory's timeout, or the session's own.
         self.timeout = timeout
         #: The session has a timeout of its own (its :data:`TIMEOUT` field).
@@ -225,8 +223,9 @@ class Reserved:
         #: When a stored session's expiry was last set from its timeout
         #: (its :data:`SLID`, else its creation); ``None`` for a new one.
         self.slid: float | None = None
-        #: A read found the expiry due to slide (:meth:`slide_due`).
-        self.due = False
+        #: The factory's ``slide_interval`` (``0``: the load script slides
+        #: on every read, and saves leave :data:`SLID` alone).
+        self.slide_interval = slide_interval
         self.later: dict[bytes, bytes] = {}
 
     def adopt(self, record: Record) -> None:
@@ -243,23 +242,21 @@ class Reserved:
         """The session is past its absolute deadline."""
         return absolute_timeout is not None and now >= self.created + absolute_timeout
 
-    def slide_due(self, interval: int, now: float) -> bool:
-        """A read now should set the expiry again: at least ``interval``
-        seconds (a tenth of the session's own timeout, if shorter) have
-        passed since the last slide. Never for a session without expiry."""
-        if self.timeout is None or self.slid is None:
-            return False
+    def add_slide(self, changes: dict[bytes, bytes], writing: bool) -> None:
+        """Add :data:`SLID`, now, when the save of a stored session that
+        slides lazily sets its expiry: when it writes anyway, or when the
+        slide is due (then it is the whole save): ``slide_interval`` seconds
+        (a tenth of the session's own timeout, if shorter) have passed since
+        the last slide. Never for a session without expiry."""
+        if not self.slide_interval or self.slid is None or self.timeout is None:
+            return
+        interval = self.slide_interval
         if self.own_timeout:
             interval = min(interval, self.timeout // 10)
-        return now - self.slid >= interval
-
-    def add_slide(self, changes: dict[bytes, bytes], writing: bool) -> None:
-        """Add :data:`SLID`, now, when the save sets the expiry of a stored
-        session that slides lazily: when it writes anyway, or the slide is
-        due (then it is the whole save)."""
-        if self.slid is not None and self.timeout is not None and (writing or self.due):
-            self.slid = time.time()
-            changes[SLID] = slid_payload(self.slid)
+        now = time.time()
+        if writing or now - self.slid >= interval:
+            self.slid = now
+            changes[SLID] = slid_payload(now)
 
     def give_timeout(self, timeout: int | None, *, changed: bool = True) -> None:
         """Give the session its own timeout (``None``: no expiry)."""
@@ -321,17 +318,20 @@ class Contents:
         "keys",
         "reseal",
         "reserved",
-        "sliding",
         "stored",
     )
 
     def __init__(
-        self, serializer: Serializer, detect_changes: bool, timeout: int | None
+        self,
+        serializer: Serializer,
+        detect_changes: bool,
+        timeout: int | None,
+        slide_interval: int = 0,
     ) -> None:
         """A new session's contents: empty, created now."""
         self._serializer = serializer
         self.keys = Keys(serializer, detect_changes)
-        self.reserved = Reserved(timeout)
+        self.reserved = Reserved(timeout, slide_interval)
         #: The hash as loaded, field to stored value: their sizes are what
         #: the session takes in Redis before this request's save.
         self.stored: dict[bytes, bytes] = {}
@@ -339,16 +339,13 @@ class Contents:
         self.flash: FlashQueues | None = None
         #: Fields that only a fallback secret verified: sealed anew on save.
         self.reseal: set[bytes] = set()
-        #: The expiry slides lazily (``slide_interval``): saves say when.
-        self.sliding = False
         #: :meth:`check_size`'s delta, which :meth:`delta` then returns once.
         self._checked: tuple[dict[bytes, bytes], list[bytes]] | None = None
 
     def adopt(self, record: Record, stored: dict[bytes, bytes]) -> None:
         """Take a stored session, its MACs checked (``record``), as what a
         new session's contents hold: done once, before anything else."""
-        self.keys.loaded = record.keys
-        self.keys.data = dict.fromkeys(record.keys, PENDING)
+        self.keys.adopt(record.keys)
         self.reserved.adopt(record)
         self.stored = stored
         if record.flash:
@@ -376,8 +373,7 @@ class Contents:
         for field in self.reseal:
             if field not in changes and field not in deleted:
                 changes[field] = self._stored_payload(field, users)
-        if self.sliding:
-            self.reserved.add_slide(changes, bool(changes or deleted))
+        self.reserved.add_slide(changes, bool(changes or deleted))
         return changes, deleted
 
     def _stored_payload(self, field: bytes, users: UserBinding) -> bytes:

@@ -107,7 +107,9 @@ class RedisSession(SessionMapping):
     def _start(self) -> None:
         """Become a new, empty session that is not stored anywhere yet."""
         f = self._factory
-        self._take(Contents(f.serializer, f.detect_changes, f.timeout))
+        self._take(
+            Contents(f.serializer, f.detect_changes, f.timeout, f.slide_interval)
+        )
         self._id: str | None = None  # the id to save under; made when needed
         self._stored_id: str | None = None  # the id whose key holds us now
         self._source_id: str | None = None  # the id it was loaded from
@@ -148,7 +150,9 @@ class RedisSession(SessionMapping):
             stored: dict[bytes, bytes] = {}
             if f.slide_interval:  # from the local cache, else a bare HGETALL
                 stored, record, hit = store.fetch(
-                    session_id, lambda found: self._verify(session_id, found)
+                    session_id,
+                    lambda found: parse(found, self._seal_for(session_id)),
+                    lambda found: deadline(found, f.timeout, f.absolute_timeout),
                 )
                 self.loaded_from = "local cache" if hit else "redis"
             if not stored:
@@ -168,35 +172,20 @@ class RedisSession(SessionMapping):
             self._unavailable(e)
             raise
 
-    def _verify(
-        self, session_id: str, stored: dict[bytes, bytes]
-    ) -> tuple[Record, float]:
-        """The checked record of a hash read from Redis, and until when the
-        local cache may serve it (:func:`.contents.deadline`)."""
-        record = parse(stored, self._seal_for(session_id))
-        f = self._factory
-        return record, deadline(record, f.timeout, f.absolute_timeout)
-
     def _adopt(
         self, session_id: str, stored: dict[bytes, bytes], record: Record
-    ) -> bool:
+    ) -> None:
         """Take the session whose fields' MACs ``record`` checked (nothing
-        is deserialized here); false if it is past its absolute deadline
-        (then it is deleted, and this one starts anew)."""
+        is deserialized here), unless it is past its absolute deadline: then
+        it is deleted, and this one starts anew."""
         self._c.adopt(record, stored)
-        reserved, now = self._c.reserved, time.time()
-        if reserved.ended(self._factory.absolute_timeout, now):
+        if self._c.reserved.ended(self._factory.absolute_timeout, time.time()):
             self._doom(session_id)
             self._start()
-            return False
+            return
         self._id = self._stored_id = self._source_id = session_id
         self._from_redis = True
         self._users.restart(record.user, record.user_details)
-        self._c.sliding = bool(self._factory.slide_interval)
-        reserved.due = self._c.sliding and reserved.slide_due(
-            self._factory.slide_interval, now
-        )
-        return True
 
     def _load_legacy(self, cookie: LegacyCookie) -> None:
         """Load the session 1.x or pyramid_session_redis stored under the key

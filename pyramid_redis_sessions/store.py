@@ -17,7 +17,7 @@ Cluster (on Cluster it is done in steps):
 ``read(id)``                              ``HGETALL``: the hash as it is,
                                           its expiry left alone (the
                                           session slides it when due)
-``fetch(id, verify)``                     ``read``, or nothing when the
+``fetch(id, verify, keep_until)``         ``read``, or nothing when the
                                           local cache holds the session
 ``create(id, fields, ttl, replacing=…)``  ``EVALSHA write``, refusing an
                                           id that exists, with ``DEL`` of
@@ -184,12 +184,6 @@ class RedisStore:
         #: key this store writes or deletes is dropped from it.
         self.cache = cache
 
-    def _forget(self, *keys: str) -> None:
-        """Drop keys this process changed (or may have) from its cache."""
-        if self.cache is not None:
-            for key in keys:
-                self.cache.drop(key)
-
     def key(self, session_id: str) -> str:
         return self.prefix + session_id
 
@@ -200,7 +194,9 @@ class RedisStore:
         try:
             yield
         finally:
-            self._forget(*keys)
+            if self.cache is not None:
+                for key in keys:
+                    self.cache.drop(key)
 
     def _errors(self, key: str | None = None) -> _Errors:
         """Redis's errors as this package's, naming the server (for Cluster,
@@ -252,18 +248,18 @@ class RedisStore:
     def fetch(
         self,
         session_id: str,
-        verify: Callable[[dict[bytes, bytes]], tuple[Record, float]],
+        verify: Callable[[dict[bytes, bytes]], Record],
+        keep_until: Callable[[Record], float],
     ) -> tuple[dict[bytes, bytes], Record | None, bool]:
         """The session's hash, what ``verify`` found in it (``({}, None)``
         if there is none) and whether the local cache held it (no round
-        trip; else :meth:`read`, one). ``verify`` checks
-        a hash read from Redis (raising :class:`BadValue`) and says until
-        when the cache may serve it; what it checked is then kept, unless
-        the key changed meanwhile."""
+        trip; else :meth:`read`, one). ``verify`` checks a hash read from
+        Redis (raising :class:`BadValue`); what it found is then kept in the
+        cache until ``keep_until`` of it, unless the key changed meanwhile."""
         cache = self.cache
         if cache is None:
             stored = self.read(session_id)
-            return (stored, verify(stored)[0], False) if stored else ({}, None, False)
+            return (stored, verify(stored), False) if stored else ({}, None, False)
         key = self.key(session_id)
         entry = cache.get(key)
         if entry is not None:
@@ -273,8 +269,8 @@ class RedisStore:
             stored = self.read(session_id)
             if not stored:
                 return {}, None, False
-            record, until = verify(stored)
-            cache.put(key, token, Entry(stored, record, until))
+            record = verify(stored)
+            cache.put(key, token, Entry(stored, record, keep_until(record)))
             token = None
             return stored, record, False
         finally:
@@ -337,26 +333,16 @@ class RedisStore:
         raised: the old session stays the user's.
         """
         key = self.key(session_id)
-        with self._forgetting(old_key, key):
-            return self._move(old_key, key, fields, ttl, index)
-
-    def _move(
-        self,
-        old_key: str,
-        key: str,
-        fields: Sequence[bytes],
-        ttl: int | None,
-        index: Sequence[IndexUpdate],
-    ) -> int:
         if isinstance(self.client, RedisCluster):
-            return self._move_on_cluster(old_key, key, fields, ttl, index)
+            with self._forgetting(old_key, key):
+                return self._move_on_cluster(old_key, key, fields, ttl, index)
         now = time.time()
         args: list[Any] = [_ttl_arg(ttl), len(fields) // 2, *fields]
         for update in index:
             update_args = update.args(now)
             args += [len(update_args), *update_args]
         keys = (old_key, key, *(update.key for update in index))
-        with self._errors(key):
+        with self._errors(key), self._forgetting(old_key, key):
             try:
                 reply = self.client.execute_command(  # type: ignore[no-untyped-call]
                     "EVALSHA", MOVE.sha, len(keys), *keys, *args

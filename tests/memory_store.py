@@ -79,10 +79,13 @@ class MemoryStore:
         return dict(self.hashes[key]) if self._live(key) and key in self.hashes else {}
 
     def fetch(
-        self, session_id: str, verify: Callable[[dict[bytes, bytes]], Any]
+        self,
+        session_id: str,
+        verify: Callable[[dict[bytes, bytes]], Any],
+        keep_until: Callable[[Any], float],
     ) -> tuple[dict[bytes, bytes], Any, bool]:
         stored = self.read(session_id)  # no local cache: always a read
-        return (stored, verify(stored)[0], False) if stored else ({}, None, False)
+        return (stored, verify(stored), False) if stored else ({}, None, False)
 
     def load(
         self,
