@@ -466,3 +466,35 @@ Server = BaseServer
 # The counter is part of the package, for applications' own tests; the
 # suite uses the same one.
 __all__ = ["CountingConnectionMixin", "RoundTripCounter", "split_packed"]
+
+
+# -- application processes --------------------------------------------------------
+
+#: How long an application server process (waitress, gunicorn) may take to
+#: listen.
+APP_START_TIMEOUT = 30.0
+
+
+def wait_listening(port: int, process: subprocess.Popen[Any]) -> None:
+    """Until something listens on ``port``; fails if ``process`` exits or
+    :data:`APP_START_TIMEOUT` passes first."""
+    deadline = time.monotonic() + APP_START_TIMEOUT
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"{process.args!r} exited"
+        try:
+            socket.create_connection((LOOPBACK, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port} after {APP_START_TIMEOUT} s")
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """Terminate ``process``, then kill it if it does not end in 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,13 @@ from typing import Any
 import pytest
 
 from benchmarks.load import load_round
-from tests.servers import LOOPBACK, BaseServer, free_port
+from tests.servers import (
+    LOOPBACK,
+    BaseServer,
+    free_port,
+    stop_process,
+    wait_listening,
+)
 
 pytestmark = pytest.mark.load
 
@@ -41,28 +46,6 @@ def _env(server: BaseServer, prefix: str, **more: str) -> dict[str, str]:
         "PYTHONPATH": str(ROOT),
         **more,
     }
-
-
-def _wait_listening(port: int, process: subprocess.Popen[Any]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the app server exited"
-        try:
-            socket.create_connection((LOOPBACK, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port} after {START_TIMEOUT} s")
-
-
-def _stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 @pytest.fixture
@@ -92,7 +75,7 @@ def waitress_port(server: BaseServer, prefix: str) -> Iterator[int]:
     finally:
         if process.stdin is not None:
             process.stdin.close()
-        _stop(process)
+        stop_process(process)
 
 
 @pytest.fixture
@@ -114,10 +97,10 @@ def gunicorn(server: BaseServer, prefix: str, tmp_path: Path) -> Iterator[Any]:
         stdin=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        _wait_listening(port, process)
+        wait_listening(port, process)
         yield port, int(warm.read_text())
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def _check(outcome: dict[str, Any]) -> None:

@@ -18,7 +18,6 @@ import http.client
 import json
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -38,7 +37,14 @@ from pyramid_redis_sessions.localcache import LocalCache
 from pyramid_redis_sessions.testing import RoundTripCounter
 from tests.app import factory, make_app, results
 from tests.proxy import FreezableProxy
-from tests.servers import LOOPBACK, BaseServer, ServerProcess, free_port
+from tests.servers import (
+    LOOPBACK,
+    BaseServer,
+    ServerProcess,
+    free_port,
+    stop_process,
+    wait_listening,
+)
 
 App = Callable[..., webtest.TestApp]
 ROOT = Path(__file__).resolve().parent.parent
@@ -591,28 +597,6 @@ def _request(port: int, path: str, cookie: str) -> tuple[dict[str, Any], str | N
         conn.close()
 
 
-def _wait_listening(port: int, process: subprocess.Popen[Any]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "gunicorn exited"
-        try:
-            socket.create_connection((LOOPBACK, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port} after {START_TIMEOUT} s")
-
-
-def _stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 def test_gunicorn_preload_workers_each_keep_a_fresh_cache(
     server: BaseServer, prefix: str, tmp_path: Path
 ) -> None:
@@ -644,7 +628,7 @@ def test_gunicorn_preload_workers_each_keep_a_fresh_cache(
         stdin=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        _wait_listening(port, process)
+        wait_listening(port, process)
         master = json.loads(warm.read_text())
         assert master["seen"] == [["old", "redis"], ["old", "local cache"]]
         assert master["stats"]["connects"] == 1
@@ -675,7 +659,7 @@ def test_gunicorn_preload_workers_each_keep_a_fresh_cache(
         after = serve_until_both_hit("new")
         assert set(before) == set(after)
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 # -- bugs found ----------------------------------------------------------------
