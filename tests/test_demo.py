@@ -465,6 +465,8 @@ DEMO_PROCESS = textwrap.dedent(
     print(app.registry.embedded_valkey.port, flush=True)
     if sys.argv[1] == "wait":
         time.sleep(60)
+    else:
+        sys.stdin.readline()  # exit once the test has seen the server up
     """
 )
 
@@ -485,13 +487,18 @@ def test_embedded_valkey_stops_when_the_demo_process_ends(ending: str) -> None:
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     argv = [sys.executable, "-c", DEMO_PROCESS, "wait" if ending == "sigterm" else ""]
-    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) as demo:
+    with subprocess.Popen(
+        argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as demo:
         try:
-            assert demo.stdout is not None
+            assert demo.stdin is not None and demo.stdout is not None
             port = int(demo.stdout.readline())
             assert accepts_connections(port)
             if ending == "sigterm":
                 demo.send_signal(signal.SIGTERM)
+            else:
+                demo.stdin.write("\n")
+                demo.stdin.flush()
             demo.wait(timeout=30)
         finally:
             demo.kill()
