@@ -99,6 +99,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="run the waitress load test instead (see --users)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="load test: serve with gunicorn, this many sync workers per app "
+        "(default: waitress, 8 threads)",
+    )
     parser.add_argument("--users", type=int, default=64)
     parser.add_argument(
         "--reads",

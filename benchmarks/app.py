@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import random
 import string
 import sys
@@ -167,7 +168,9 @@ def make_app(session_factory: Any, payload: dict[str, str]) -> Any:
         """The process's local cache counts (this package only), as JSON."""
         store = getattr(session_factory, "store", None)
         cache = getattr(store, "cache", None)
-        return Response(json=cache.stats() if cache is not None else None)
+        if cache is None:
+            return Response(json=None)
+        return Response(json={**cache.stats(), "pid": os.getpid()})
 
     views: dict[str, Callable[[Request], Response]] = {
         "/setup": setup,

@@ -2,7 +2,9 @@
 
 Each library's app runs in its own subprocess (``python -m benchmarks.load
 LIBRARY URL THREADS``), served by waitress with 8 threads, so that the load
-generator (threads in this process) does not share a GIL with it. Rounds
+generator (threads in this process) does not share a GIL with it; with
+``--workers N``, by gunicorn with N forked sync workers instead
+(``benchmarks.load:wsgi()``, configured from the environment). Rounds
 alternate between the libraries; each round is bounded in time and in
 requests.
 
@@ -29,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from redis import ConnectionPool
 
 from .app import LIBRARIES, SIZES, make_app
 from .micro import db_url
@@ -53,7 +56,6 @@ def serve(argv: list[str]) -> None:
     import logging
 
     import waitress
-    from redis import ConnectionPool
 
     # A saturated server logs "Task queue depth is N" per request: that is
     # the point of the test, not news.
@@ -77,16 +79,43 @@ def serve(argv: list[str]) -> None:
     server.run()
 
 
-class AppServer:
-    """One library's app, served by waitress in a subprocess."""
+def wsgi() -> Any:
+    """The app gunicorn serves: ``BENCH_LIBRARY``'s, on ``BENCH_URL``."""
+    lib = LIBRARIES[os.environ["BENCH_LIBRARY"]]
+    pool = ConnectionPool.from_url(db_url(os.environ["BENCH_URL"], lib.db))
+    return make_app(lib.factory(pool), SIZES["1KB"].payload())
 
-    def __init__(self, library: str, url: str) -> None:
+
+class AppServer:
+    """One library's app, served by waitress (or, with ``workers``,
+    gunicorn) in a subprocess."""
+
+    def __init__(self, library: str, url: str, workers: int = 0) -> None:
         self.library = library
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if workers:
+            from tests.servers import free_port, wait_listening
+
+            self.port = free_port()
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "gunicorn",
+                    "--workers", str(workers),
+                    "--bind", f"127.0.0.1:{self.port}",
+                    "--log-level", "warning",
+                    "benchmarks.load:wsgi()",
+                ],
+                env={**os.environ, "BENCH_LIBRARY": library, "BENCH_URL": url},
+                stdin=subprocess.DEVNULL,
+                cwd=root,
+            )  # fmt: skip
+            wait_listening(self.port, self.process)
+            return
         self.process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.load", library, url],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            cwd=root,
             text=True,
         )
         self.port = self._read_port()
@@ -110,8 +139,14 @@ class AppServer:
         return found[0]
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            assert self.process.stdin is not None
+        if self.process.poll() is None and self.process.stdin is None:
+            self.process.terminate()  # gunicorn: a graceful stop
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        elif self.process.poll() is None:
             self.process.stdin.close()
             try:
                 self.process.wait(timeout=10)
@@ -253,6 +288,28 @@ def load_round(
     }
 
 
+def cache_stats(port: int, processes: int) -> dict[str, Any] | None:
+    """The local cache counts summed over the app's ``processes`` (asked
+    until each has answered, or 20 tries per process: a request goes to
+    whichever worker accepts it)."""
+    by_pid: dict[int, dict[str, Any]] = {}
+    checker = Client(port)
+    try:
+        for _ in range(20 * processes):
+            stats = json.loads(checker.get("/cache-stats", None)[1])
+            if stats is None:
+                return None
+            by_pid[stats.pop("pid")] = stats
+            if len(by_pid) == processes:
+                break
+    finally:
+        checker.close()
+    counts = ("hits", "misses")
+    total = {k: sum(s[k] for s in by_pid.values()) for k in counts}
+    total["processes"] = len(by_pid)
+    return total
+
+
 def percentile(sorted_values: list[float], fraction: float) -> float | None:
     if not sorted_values:
         return None
@@ -272,9 +329,10 @@ def run_load(
         redis.Redis.from_url(db_url(url, LIBRARIES[name].db)).flushdb()
     servers: dict[str, AppServer] = {}
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in libraries}
+    workers = getattr(args, "workers", 0)
     try:
         for name in libraries:
-            servers[name] = AppServer(name, url)
+            servers[name] = AppServer(name, url, workers)
         for index in range(args.rounds):
             order = libraries if index % 2 == 0 else libraries[::-1]
             for name in order:
@@ -285,19 +343,20 @@ def run_load(
                 ))  # fmt: skip
         cache: dict[str, Any] = {}
         for name, server in servers.items():
-            checker = Client(server.port)
-            try:
-                cache[name] = json.loads(checker.get("/cache-stats", None)[1])
-            finally:
-                checker.close()
+            cache[name] = cache_stats(server.port, max(1, workers))
     finally:
         for server in servers.values():
             server.close()
 
     summary: dict[str, Any] = {}
     problems: list[str] = []
+    served = (
+        f"gunicorn {workers} sync workers per app"
+        if workers
+        else f"waitress {WAITRESS_THREADS} threads per app (subprocess)"
+    )
     lines = [
-        f"load: waitress {WAITRESS_THREADS} threads per app (subprocess), "
+        f"load: {served}, "
         f"{args.users} users, {args.clients} client threads, {args.rounds} "
         f"rounds x {args.seconds:g} s per library, alternating; 1 KB sessions; "
         f"{getattr(args, 'reads', 0)} reads per write",
@@ -348,6 +407,7 @@ def run_load(
         "rounds": args.rounds,
         "seconds": args.seconds,
         "waitress_threads": WAITRESS_THREADS,
+        "gunicorn_workers": workers,
     }
     lines.insert(0, f"load test, {meta['date']}, {meta['machine']}")
     return {

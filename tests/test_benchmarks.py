@@ -90,3 +90,21 @@ def test_smoke_run_runs_the_load_and_draws_no_plot(smoke: Path) -> None:
     assert not list(smoke.glob("micro-*.png"))
     load = json.loads((smoke / "load.json").read_text())
     assert not load["problems"]
+
+
+@pytest.mark.benchmark
+def test_staleness_benchmark_runs_and_reports_both_kinds() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.staleness", "--trials", "5"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("staleness: ")
+    assert [line.split(":")[0].strip() for line in lines[1:3]] == ["logout", "write"]
+    assert all("/5 trials served the old session" in line for line in lines[1:3])
