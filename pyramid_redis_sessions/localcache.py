@@ -6,8 +6,9 @@ opens one connection per process, turns on tracking for every key under
 the factory's prefix with that connection as the target of the messages
 (``CLIENT TRACKING ON REDIRECT <its own id> BCAST PREFIX <prefix>``), and
 subscribes it to ``__redis__:invalidate``. Every call first reads what
-has arrived on it without waiting (one non-blocking ``recv``): an
-invalidated key is dropped before anything is served.
+has arrived on it without waiting (``poll(2)`` with the GIL held, see
+:mod:`.readable`, then ``recv`` if anything came): an invalidated key is
+dropped before anything is served.
 
 What it guarantees, and how:
 
@@ -52,6 +53,7 @@ from typing import Any
 
 from redis.cluster import RedisCluster
 
+from .readable import poller
 from .values import Record
 
 __all__ = ["CHANNEL", "Entry", "LocalCache", "local_cache_for"]
@@ -166,6 +168,8 @@ class LocalCache:
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._conn: Any = None
         self._sock: socket.socket | None = None
+        #: Whether ``_sock`` has anything to read (None: ask recv).
+        self._readable: Callable[[], bool] | None = None
         self._server: object = None
         self._buffer = bytearray()
         self._pings: deque[float] = deque()
@@ -423,6 +427,7 @@ class LocalCache:
                 conn.disconnect()
             return
         self._conn, self._sock, self._server = conn, sock, server
+        self._readable = poller(sock.fileno())
         self._heard = self._last_ping = now
         self._pings.clear()
         self._fresh = True
@@ -448,6 +453,8 @@ class LocalCache:
     def _receive(self) -> None:
         sock = self._sock
         assert sock is not None
+        if self._readable is not None and not self._readable():
+            return  # nothing arrived: the common case, no recv
         while True:
             try:
                 chunk = sock.recv(65536)
@@ -521,7 +528,7 @@ class LocalCache:
         if self._conn is not None:
             with contextlib.suppress(Exception):  # closing a broken connection
                 self._conn.disconnect()
-        self._conn = self._sock = None
+        self._conn = self._sock = self._readable = None
         self._buffer.clear()
         self._pings.clear()
         self._heard = -float("inf")

@@ -32,7 +32,8 @@ def reads(
 
     @functools.wraps(method)
     def wrapper(self: M, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        self._load()
+        if not self._loaded:
+            self._load()
         return method(self, *args, **kwargs)
 
     return wrapper
@@ -45,7 +46,8 @@ def writes(
 
     @functools.wraps(method)
     def wrapper(self: M, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        self._load()
+        if not self._loaded:
+            self._load()
         self._dirty = True
         return method(self, *args, **kwargs)
 

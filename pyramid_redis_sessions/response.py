@@ -16,12 +16,13 @@ def vary_on_cookie(response: Response) -> None:
     """Add ``Cookie`` to the response's ``Vary``: what a shared cache must
     know of a response that depends on the session."""
     headers = response.headerlist
-    if all(name.lower() != "vary" for name, _ in headers):
-        headers.append(("Vary", "Cookie"))  # the common case, no parsing
-    else:
-        vary = response.vary or ()
-        if "Cookie" not in vary:
-            response.vary = (*vary, "Cookie")
+    for name, _value in headers:
+        if name.lower() == "vary":
+            vary = response.vary or ()
+            if "Cookie" not in vary:
+                response.vary = (*vary, "Cookie")
+            return
+    headers.append(("Vary", "Cookie"))  # the common case, no parsing
 
 
 def answer_error(request: Request, response: Response) -> None:

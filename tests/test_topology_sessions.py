@@ -340,6 +340,35 @@ def test_session_round_trip_over_tls_with_the_generated_ca(
     assert "Set-Cookie" not in res.headers
 
 
+def test_the_local_cache_over_tls_serves_and_hears_another_clients_change(
+    tls_server: TLSServerProcess, prefix: str
+) -> None:
+    # The cache asks its TLS socket whether anything arrived without a
+    # recv (pyramid_redis_sessions.readable): nothing may stay unread
+    # inside the TLS layer.
+    certificates = tls_server.certificates
+    testapp = make_included_app(
+        {
+            "redis.sessions.url": f"rediss://{tls_server.host}:{tls_server.port}/0",
+            "redis.sessions.ssl_ca_certs": str(certificates.ca),
+            "redis.sessions.ssl_cert_reqs": "required",
+            "redis.sessions.prefix": prefix,
+        }
+    )
+    cache = testapp.app.registry.queryUtility(ISessionFactory).store.cache
+    session_id = results(testapp.get("/do?op=set:a:1&op=id"))[1]
+    testapp.get("/do?op=get:a")
+    before = cache.stats()
+    for _ in range(3):
+        assert results(testapp.get("/do?op=get:a")) == ["1"]
+    assert cache.stats()["hits"] == before["hits"] + 3
+    tls_server.admin().hset(prefix + session_id, "a", b"forged")
+    assert cache.sync()
+    # The entry is gone; Redis's copy no longer verifies: a new session.
+    assert results(testapp.get("/do?op=get:a&op=new")) == [None, True]
+    assert cache.stats()["invalidations"] > before["invalidations"]
+
+
 def _role(node: Any) -> str:
     role = node.admin().execute_command("ROLE")[0]
     return role.decode() if isinstance(role, bytes) else str(role)
