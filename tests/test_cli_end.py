@@ -82,7 +82,10 @@ def test_show_by_handle_finds_the_session_with_scan_alone(
     assert result.out.startswith(f"session {HANDLES(ids[7])} (handle), from a handle\n")
     assert "'n': 7\n" in result.out
     assert not any(session_id in result.out for session_id in ids)
-    assert len(wire.commands(b"SCAN")) >= 3  # a batch at a time
+    # A batch at a time, stopping where the session is found (which batch
+    # that is depends on the server's hash table: at least the first).
+    scans = wire.commands(b"SCAN")
+    assert scans and all(c[c.index(b"COUNT") + 1] == b"10" for c in scans)
     assert [c[1] for c in wire.commands(b"HGETALL")] == [
         (prefix + HANDLES(ids[7])).encode(),  # first as an id: no such key
         (prefix + ids[7]).encode(),
@@ -94,10 +97,15 @@ def test_show_an_unknown_handle_is_one_line_naming_server_and_prefix(
     ini: Callable[..., str],
     server: BaseServer,
     prefix: str,
+    wire: Wire,
 ) -> None:
-    fill(server.client(), prefix, 3)
-    result = run(capsys, ini(), "show", NO_SUCH_HANDLE)
+    fill(server.client(), prefix, 30)
+    wire.sent.clear()
+    result = run(capsys, ini(), "show", NO_SUCH_HANDLE, "--batch-size", "10")
     assert_one_line_error(result, 1, f"no session with the handle {NO_SUCH_HANDLE}")
+    # Every key looked at, a batch at a time: 30 keys, 10 a batch.
+    scans = wire.commands(b"SCAN")
+    assert len(scans) >= 3 and scans[0][1] == b"0"
     assert f"under {prefix!r} on {server.host}:{server.port}" in result.err
     assert "default server" not in result.err  # the ini sets a url
 
