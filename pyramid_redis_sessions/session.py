@@ -147,15 +147,15 @@ class RedisSession(SessionMapping):
         f = self._factory
         store = self._get_store()
         try:
-            stored: dict[bytes, bytes] = {}
+            record: Record | None = None
+            hit = False
             if f.slide_interval:  # from the local cache, else a bare HGETALL
                 stored, record, hit = store.fetch(
                     session_id,
                     lambda found: parse(found, self._seal_for(session_id)),
                     lambda found: deadline(found, f.timeout, f.absolute_timeout),
                 )
-                self.loaded_from = "local cache" if hit else "redis"
-            if not stored:
+            if record is None:
                 # Every read slides, or a cookie without a session: the load
                 # script, a write, so that a read-only replica met in a
                 # failover answers READONLY (a 503) rather than "none", which
@@ -163,9 +163,8 @@ class RedisSession(SessionMapping):
                 now = time.time()
                 stored = store.load(session_id, f.timeout, f.absolute_timeout, now)
                 record = parse(stored, self._seal_for(session_id)) if stored else None
-                self.loaded_from = "redis"
-            if stored and record is not None:
-                self._adopt(session_id, stored, record)
+            if record is not None and self._adopt(session_id, stored, record):
+                self.loaded_from = "local cache" if hit else "redis"
         except BadValue as e:
             self._reject(session_id, str(e))
         except SessionStoreUnavailable as e:
@@ -174,18 +173,19 @@ class RedisSession(SessionMapping):
 
     def _adopt(
         self, session_id: str, stored: dict[bytes, bytes], record: Record
-    ) -> None:
+    ) -> bool:
         """Take the session whose fields' MACs ``record`` checked (nothing
         is deserialized here), unless it is past its absolute deadline: then
-        it is deleted, and this one starts anew."""
+        it is deleted, this one starts anew, and the answer is false."""
         self._c.adopt(record, stored)
         if self._c.reserved.ended(self._factory.absolute_timeout, time.time()):
             self._doom(session_id)
             self._start()
-            return
+            return False
         self._id = self._stored_id = self._source_id = session_id
         self._from_redis = True
         self._users.restart(record.user, record.user_details)
+        return True
 
     def _load_legacy(self, cookie: LegacyCookie) -> None:
         """Load the session 1.x or pyramid_session_redis stored under the key

@@ -129,4 +129,4 @@ def test_a_hit_with_nothing_arrived_calls_no_recv(
     admin.delete(prefix + f(Request.blank("/", headers={"Cookie": cookie})).session_id)
     assert cache.sync()
     assert counting.recvs > 0
-    assert read() == (None, "redis")  # asked Redis, found none
+    assert read() == (None, None)  # asked Redis: no session, loaded from nowhere
