@@ -40,10 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pyramid.request import Request  # noqa: E402
-from pyramid.response import Response  # noqa: E402
 
 import pyramid_redis_sessions  # noqa: E402
 from benchmarks import app as bench  # noqa: E402
+from tests.app import finish  # noqa: E402
 
 PREFIX = "stale:"
 #: A reader gives up on a trial after this long without seeing the change.
@@ -59,10 +59,6 @@ def make_factory(url: str) -> Any:
 def read(factory: Any, cookie: str) -> tuple[Any, str | None]:
     session = factory(Request.blank("/", headers={"Cookie": cookie}))
     return session.get("v"), session.loaded_from
-
-
-def finish(session: Any) -> None:
-    session._request._process_response_callbacks(Response())
 
 
 # -- the reader (a subprocess) -------------------------------------------------
@@ -101,12 +97,10 @@ def reader(url: str) -> None:
 
 
 def new_session(factory: Any, value: str) -> str:
-    request = Request.blank("/")
-    session = factory(request)
+    """A stored session whose ``v`` is ``value``: its ``Cookie`` header."""
+    session = factory(Request.blank("/"))
     session["v"] = value
-    response = Response()
-    request._process_response_callbacks(response)
-    cookie = response.headers["Set-Cookie"].split(";", 1)[0]
+    cookie: str = finish(session).headers["Set-Cookie"].split(";", 1)[0]
     return cookie
 
 
