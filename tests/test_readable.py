@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 import redis
+from pyramid.request import Request
 
 from pyramid_redis_sessions.readable import poller
+from tests.app import factory, finish
 from tests.servers import BaseServer
 
 
@@ -102,10 +104,6 @@ class CountingSocket:
 def test_a_hit_with_nothing_arrived_calls_no_recv(
     server: BaseServer, prefix: str
 ) -> None:
-    from pyramid.request import Request
-
-    from tests.app import factory, finish
-
     f = factory(server.url, prefix)
     write = Request.blank("/")
     session = f(write)
