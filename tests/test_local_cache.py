@@ -442,6 +442,15 @@ def recover(testapp: webtest.TestApp, value: str, connects: int) -> None:
     assert stats["fresh"] is True
 
 
+def restart_from_dump(server: ServerProcess) -> None:
+    """Start ``server`` again with what its last ``SAVE`` wrote (the dump
+    file removed after, so that no later start loads it)."""
+    try:
+        server.restart()
+    finally:
+        (server.workdir / "dump.rdb").unlink(missing_ok=True)
+
+
 def test_a_server_restart_empties_the_cache_and_it_recovers(
     own_server: ServerProcess, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -452,11 +461,7 @@ def test_a_server_restart_empties_the_cache_and_it_recovers(
     before = cache.stats()
     assert (before["size"], before["connects"]) == (1, 1)
     own_server.admin().save()  # the session survives the restart
-    dump = own_server.workdir / "dump.rdb"
-    try:
-        own_server.restart()
-    finally:
-        dump.unlink(missing_ok=True)
+    restart_from_dump(own_server)
     # The next call finds the connection closed: emptied, not served.
     assert cache.get(key) is None
     after = cache.stats()
@@ -483,11 +488,7 @@ def test_a_dead_server_is_bypassed_until_it_is_back(
     after = cache.stats()
     grew(before, after, flushes=1, bypasses=4)
     assert (after["size"], after["fresh"]) == (0, False)
-    dump = own_server.workdir / "dump.rdb"
-    try:
-        own_server.restart()
-    finally:
-        dump.unlink(missing_ok=True)
+    restart_from_dump(own_server)
     recover(testapp, "1", connects=2)
 
 
