@@ -601,7 +601,6 @@ def _request(port: int, path: str, cookie: str) -> tuple[dict[str, Any], str | N
 def test_gunicorn_preload_workers_each_keep_a_fresh_cache(
     server: BaseServer, prefix: str, tmp_path: Path
 ) -> None:
-    pytest.importorskip("gunicorn")
     # The session exists before gunicorn starts; its master reads it (and
     # so caches it, its tracking connection open) before it forks.
     maker = make_app(factory(server.url, prefix))
@@ -615,15 +614,15 @@ def test_gunicorn_preload_workers_each_keep_a_fresh_cache(
             "--preload", "--workers", "2",
             "--bind", f"{LOOPBACK}:{port}",
             "--log-level", "warning",
-            "tests.cacheapp:make()",
+            "tests.loadapp:make()",
         ],
         env={
             **os.environ,
             "PYTHONPATH": str(ROOT),
-            "CACHE_URL": server.url,
-            "CACHE_PREFIX": prefix,
-            "CACHE_WARM_COOKIE": cookie,
-            "CACHE_WARM": str(warm),
+            "LOAD_URL": server.url,
+            "LOAD_PREFIX": prefix,
+            "LOAD_WARM_COOKIE": cookie,
+            "LOAD_WARM": str(warm),
         },
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
