@@ -33,6 +33,8 @@ from typing import Any
 import redis
 from redis import ConnectionPool
 
+from tests.servers import free_port, stop_process, wait_listening
+
 from .app import LIBRARIES, SIZES, make_app
 from .micro import db_url
 from .report import machine_note
@@ -94,8 +96,6 @@ class AppServer:
         self.library = library
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         if workers:
-            from tests.servers import free_port, wait_listening
-
             self.port = free_port()
             self.process = subprocess.Popen(
                 [
@@ -139,20 +139,9 @@ class AppServer:
         return found[0]
 
     def close(self) -> None:
-        if self.process.poll() is None and self.process.stdin is None:
-            self.process.terminate()  # gunicorn: a graceful stop
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        elif self.process.poll() is None:
+        if self.process.stdin is not None:
             self.process.stdin.close()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)  # for gunicorn, SIGTERM is a graceful stop
 
 
 # -- the load generator --------------------------------------------------------
