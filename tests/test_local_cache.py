@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import webtest
 from pyramid.interfaces import ISessionFactory
 
@@ -179,6 +180,33 @@ def test_a_hit_costs_no_round_trip_and_a_miss_or_a_write_one(
     round_trips.reset()
     assert results(testapp.get("/do?op=items")) == [[["a", "3"], ["b", "2"]]]
     assert round_trips.commands == []
+
+
+def test_a_write_to_the_same_key_in_another_database_only_costs_a_miss(
+    app: App, server: BaseServer, prefix: str, round_trips: RoundTripCounter
+) -> None:
+    """Broadcast tracking covers the prefix in every database of the
+    server (what "Running Redis" tells): a write of the same key name in
+    database 1 drops the entry; the next read misses and finds the session
+    of database 0 unchanged."""
+    testapp = app()
+    session_id = started(testapp, "op=set:a:1")
+    cache = cache_of(testapp)
+    other = redis.Redis.from_url(
+        server.url.rsplit("/", 1)[0] + "/1", **server.connection_kwargs
+    )
+    key = f"{prefix}{session_id}"
+    try:
+        other.hset(key, "x", "y")
+        assert cache.sync()  # the invalidation has come
+        round_trips.reset()
+        before = cache.stats()
+        assert results(testapp.get("/do?op=get:a")) == ["1"]
+        assert round_trips.commands == [["HGETALL"]]
+        grew(before, cache.stats(), misses=1)
+    finally:
+        other.delete(key)
+        other.close()
 
 
 # -- 2. another process ----------------------------------------------------------
