@@ -182,11 +182,7 @@ def deadline(
     absolute one, whichever is first (``inf``: neither)."""
     reserved = Reserved(timeout)
     reserved.adopt(record)  # the session's own timeout and last slide
-    assert reserved.slid is not None
-    at = math.inf if reserved.timeout is None else reserved.slid + reserved.timeout
-    if absolute_timeout is not None:
-        at = min(at, reserved.created + absolute_timeout)
-    return at
+    return reserved.deadline(absolute_timeout)
 
 
 def slid_payload(when: float) -> bytes:
@@ -237,6 +233,16 @@ class Reserved:
         if record.timeout is not None:
             self.timeout = record.timeout or None
             self.own_timeout = True
+
+    def deadline(self, absolute_timeout: int | None) -> float:
+        """When a stored session ends if nothing slides it: its last slide
+        plus its timeout, or its absolute deadline, whichever is first
+        (``inf``: neither)."""
+        assert self.slid is not None  # a stored session's (adopt)
+        at = math.inf if self.timeout is None else self.slid + self.timeout
+        if absolute_timeout is not None:
+            at = min(at, self.created + absolute_timeout)
+        return at
 
     def ended(self, absolute_timeout: int | None, now: float) -> bool:
         """The session is past its absolute deadline."""
