@@ -21,7 +21,10 @@ Pyramid with a ``size`` session:
 * ``write-hit``: this package writing a session it had in its cache (the
   read before each timed write is not timed);
 * ``noop`` and ``bot``: the untouched request, and a request without a
-  cookie that reads the session (this package).
+  cookie that reads the session (this package);
+* ``dict``: the least any session adds to ``noop``: a session factory
+  returning a new ``dict`` that registers one response callback adding
+  ``Vary: Cookie``, reading a key (what ``bot`` must cost at least).
 
 Prints the median µs per request of each unit and the medians (and
 interquartile ranges) of the per-batch ratios that the targets name.
@@ -55,6 +58,8 @@ RATIOS = [
     ("miss", "base", "read, miss / base's read", 0.85),
     ("write-hit", "fork-write", "write on a hit / fork's write", 0.6),
     ("bot", "noop", "bot / Pyramid's untouched request", 1.3),
+    ("dict", "noop", "a dict session / Pyramid's untouched request", None),
+    ("bot", "dict", "bot / a dict session", None),
     ("miss", "floor", "read, miss / floor", None),
     ("base", "floor", "base's read / floor", None),
 ]
@@ -96,6 +101,17 @@ def _setup(app: Any) -> str:
     cookie = bench.call(app, bench.environ("GET", "/setup")).set_cookie()
     assert cookie is not None
     return cookie
+
+
+def _vary(request: Any, response: Any) -> None:
+    response.headerlist.append(("Vary", "Cookie"))
+
+
+def dict_session(request: Any) -> dict[str, Any]:
+    """A session factory: a new ``dict`` whose response callback adds
+    ``Vary: Cookie``, as any session's must."""
+    request.add_response_callback(_vary)
+    return {}
 
 
 def _timed(run: Callable[[], None], n: int) -> float:
@@ -147,9 +163,10 @@ def main(argv: list[str] | None = None) -> None:
                 ("base", base),
                 ("fork", fork),
                 ("cookie", cookie),
+                ("dict", dict_session),
             ]
         }
-        cookies = {name: _setup(app) for name, app in apps.items()}
+        cookies = {name: _setup(app) for name, app in apps.items() if name != "dict"}
         client = redis.Redis(connection_pool=pool)
         client.set("floor-value", "v" * size.total)
 
@@ -193,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
             "fork-write": lambda n: _timed(request("fork", "/write"), n),
             "write-hit": write_hit_batch,
             "bot": lambda n: _timed(request("ours", "/read", with_cookie=False), n),
+            "dict": lambda n: _timed(request("dict", "/read", with_cookie=False), n),
         }
         for unit in units.values():  # warm up: scripts loaded, caches filled
             unit(20)
