@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Callable, ItemsView, Iterator, KeysView, ValuesView
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from .contents import MISSING, DecodeError, Keys
+from .contents import MISSING, PENDING, DecodeError, Keys
 from .values import CSRF_KEY
 
 __all__ = ["SessionMapping", "reads", "writes"]
@@ -130,20 +130,31 @@ class SessionMapping:
             token = self.new_csrf_token()
         return str(token)
 
-    @reads
+    # The most used reads are written out (no wrapper, no call for a value
+    # already deserialized or missing): every request with a session makes
+    # one at least.
+
     def __getitem__(self, key: str) -> Any:
-        value = self._value(key)
+        if not self._loaded:
+            self._load()
+        value = self._keys.data.get(key, MISSING)
+        if value is PENDING:
+            value = self._value(key)
         if value is MISSING:
             raise KeyError(key)
         return value
 
-    @reads
     def get(self, key: str, default: Any = None) -> Any:
-        value = self._value(key)
+        if not self._loaded:
+            self._load()
+        value = self._keys.data.get(key, MISSING)
+        if value is PENDING:
+            value = self._value(key)
         return default if value is MISSING else value
 
-    @reads
     def __contains__(self, key: object) -> bool:
+        if not self._loaded:
+            self._load()
         return key in self._keys.data
 
     @reads
