@@ -451,6 +451,43 @@ class UserSessions:
         infos.sort(key=lambda info: info.created)
         return infos
 
+    def sweep(
+        self, suspects: Mapping[str, Sequence[tuple[str, float]]], now: float
+    ) -> tuple[int, int, int]:
+        """``psessions sweep``'s work on a batch of indexes: ``suspects``
+        maps each index key to its entries whose score was ``now`` or less
+        (later ones are skipped, as when a listing prunes: one may be a
+        session being bound right now on another Cluster node). The entries
+        of ended sessions go; those of live ones get their real expiry. An
+        index key holds a hash of its user, not the user, so a live
+        session's user field is not checked: its entry stays even if the
+        session is bound to someone else (``end_all`` spares such a session
+        anyway: the end script checks the field), until it ends.
+
+        Two round trips: ``PTTL`` of the sessions (on Cluster, one per
+        node, in parallel), then the index script and ``EXISTS`` on each
+        index that changes. Returns the entries removed, the entries
+        re-scored and the indexes left empty (and so deleted by Redis)."""
+        pairs = [
+            (k, m) for k, entries in suspects.items() for m, s in entries if s <= now
+        ]
+        if not pairs:
+            return 0, 0, 0
+        seen = self._store.inspect([session_id for _, session_id in pairs], ())
+        deadlines = self._factory.absolute_timeout is not None
+        updates = {key: IndexUpdate(key, deadlines=deadlines) for key, _ in pairs}
+        for (key, session_id), (pttl, _) in zip(pairs, seen, strict=True):
+            if pttl == -2:
+                updates[key].remove.append(session_id)
+            else:
+                expires = math.inf if pttl == -1 else now + pttl / 1000
+                updates[key].add.append((session_id, expires))
+        left = self._store.update_indexes(list(updates.values()))
+        changed = zip(updates.values(), left, strict=True)
+        emptied = sum(1 for update, there in changed if update.remove and not there)
+        removed = sum(len(update.remove) for update in updates.values())
+        return removed, len(pairs) - removed, emptied
+
     def _info(
         self,
         session_id: str,
