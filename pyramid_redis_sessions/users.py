@@ -51,7 +51,11 @@ depends on ``absolute_timeout``:
   live session is ever dropped from the index (``end_all`` after a password
   change must reach every one), expired entries never pile up, and the
   index key, having no deadline to expire at, is deleted by Redis when its
-  last entry is pruned.
+  last entry is pruned. The index of a user who never comes back is never
+  read or written again, so nothing prunes it and Redis never deletes it:
+  run ``psessions CONFIG_URI sweep`` periodically (daily from cron, say),
+  which looks at the suspects of every index and removes those of ended
+  sessions (:meth:`UserSessions.sweep`).
 
 Entries of sessions that ended otherwise (invalidated, ended through this
 module, or gone on Cluster between two commands) are removed at once or,
@@ -65,7 +69,10 @@ the per-session reads are pipelined per node):
   when there are suspects) 2 to look at them and fix the index;
 * :meth:`UserSessions.list`: 2, plus 1 when the index needs fixing;
 * :meth:`UserSessions.end`, :meth:`UserSessions.end_all`: 2 (``end_all``:
-  2 more, at most twice, when a listed session was found gone).
+  2 more, at most twice, when a listed session was found gone);
+* ``psessions sweep``, per batch of indexes: its ``SCAN``, 1 to read the
+  entries past their score, then 2 when there are any
+  (:meth:`UserSessions.sweep`).
 
 A ``regenerate_id()`` of a bound session moves its entry as it moves the
 session, claimed then committed: the new id is listed before (Cluster) or
