@@ -10,6 +10,10 @@ to stay cheap however many sessions there are:
   is scanned in turn, through a client of that node.
 * What each batch needs (``TTL``, ``UNLINK``) is one pipeline per batch:
   one round trip for up to ``batch_size`` keys.
+* The user-sessions indexes are found the same way (``MATCH prefix +
+  "user:{*"``, ``TYPE zset``), and their entries past their score read
+  with one pipelined ``ZRANGEBYSCORE`` per batch, for ``psessions sweep``
+  (:meth:`Keyspace.index_suspects`).
 * Memory is measured with ``MEMORY USAGE`` on a uniform random sample
   (reservoir sampling, so the sample, not the key list, is what is held)
   and extrapolated to the count.
@@ -46,7 +50,7 @@ from __future__ import annotations
 import heapq
 import hmac
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,6 +255,18 @@ class Keyspace:
         meanwhile may or may not come.
         """
         pattern = _glob_escape(self.prefix) + "*"
+        return self._scan(pattern, kind, self.is_session_key)
+
+    def index_batches(self) -> Iterator[tuple[Node, list[bytes]]]:
+        """The keys of the user-sessions indexes under the prefix
+        (``MATCH prefix + "user:{*"``, ``TYPE zset``), node by node, at most
+        ``batch_size`` at a time, as :meth:`batches` finds sessions."""
+        pattern = _glob_escape(self.prefix) + "user:{*"
+        return self._scan(pattern, "zset", lambda key: True)
+
+    def _scan(
+        self, pattern: str, kind: str, accept: Callable[[bytes], bool]
+    ) -> Iterator[tuple[Node, list[bytes]]]:
         size = self.batch_size
         for node in self.nodes():
             cursor = 0
@@ -262,12 +278,41 @@ class Keyspace:
                     key if isinstance(key, bytes) else key.encode("utf-8")
                     for key in found
                 ]
-                keys = [key for key in keys if self.is_session_key(key)]
+                keys = [key for key in keys if accept(key)]
                 # COUNT is a hint: a reply may hold a few more keys.
                 for start in range(0, len(keys), size):
                     yield node, keys[start : start + size]
                 if cursor == 0:
                     break
+
+    def index_suspects(
+        self, node: Node, keys: Sequence[bytes], now: float
+    ) -> Iterator[dict[str, list[tuple[str, float]]]]:
+        """The entries of the indexes ``keys`` (a batch of
+        :meth:`index_batches` from ``node``) whose score is ``now`` or less,
+        by index key: ``ZRANGEBYSCORE`` of each, one pipeline, at most
+        ``batch_size`` entries of each index (the oldest; the rest are for
+        the next sweep), given in chunks of at most ``batch_size`` entries
+        in all."""
+        keys = list(dict.fromkeys(keys))  # SCAN may give a key twice
+        pipe = node.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.zrangebyscore(
+                key, "-inf", now, start=0, num=self.batch_size, withscores=True
+            )
+        chunk: dict[str, list[tuple[str, float]]] = {}
+        held = 0
+        for key, entries in zip(keys, pipe.execute(), strict=True):
+            for member, score in entries:
+                if held == self.batch_size:
+                    yield chunk
+                    chunk, held = {}, 0
+                chunk.setdefault(key.decode(), []).append(
+                    (member.decode("utf-8", "surrogatepass"), score)
+                )
+                held += 1
+        if chunk:
+            yield chunk
 
     def stats(
         self,

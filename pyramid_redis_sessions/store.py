@@ -42,6 +42,8 @@ Cluster (on Cluster it is done in steps):
 ``inspect(ids, fields)``                  ``PTTL`` and ``HMGET`` of each
                                           session, pipelined
 ``update_index(update)``                  ``EVALSHA index``
+``update_indexes(updates)``               ``EVALSHA index`` then ``EXISTS``
+                                          of each index, pipelined
 ``end(ids, field, accepted, index)``      ``EVALSHA end`` of each session
                                           and ``ZREM`` from the index,
                                           pipelined
@@ -501,22 +503,35 @@ class RedisStore:
             self._with_index([], [update])
         return update.suspects
 
+    def update_indexes(self, updates: Sequence[IndexUpdate]) -> list[bool]:
+        """:meth:`update_index` of each of ``updates``, in one round trip;
+        whether each index is still there (``EXISTS`` after its script)."""
+        now = time.time()
+        calls: list[_Call] = []
+        for u in updates:
+            exists = _Call(("EXISTS", u.key))
+            calls += [_Call(tuple(u.args(now)), INDEX, (u.key,)), exists]
+        with self._errors(updates[0].key if updates else None):
+            results = self._pipeline(calls)
+        # A script run again after a flush runs after its EXISTS, unseen.
+        return [bool(exists) for exists in results[1::2]]
+
     def inspect(
         self, session_ids: Sequence[str], fields: Sequence[bytes]
     ) -> list[tuple[int, list[bytes | None]]]:
         """Each session's ``PTTL`` in milliseconds (``-2``: gone, ``-1``: no
-        expiry) and the values of ``fields``, in one round trip (on Cluster,
-        one per node, in parallel)."""
+        expiry) and the values of ``fields`` (none: no ``HMGET``), in one
+        round trip (on Cluster, one per node, in parallel)."""
         calls: list[_Call] = []
         for session_id in session_ids:
             key = self.key(session_id)
-            calls += [_Call(("PTTL", key)), _Call(("HMGET", key, *fields))]
+            calls.append(_Call(("PTTL", key)))
+            if fields:
+                calls.append(_Call(("HMGET", key, *fields)))
         with self._errors():
             results = self._pipeline(calls)
-        pairs = iter(results)
-        return [
-            (int(ttl), list(values)) for ttl, values in zip(pairs, pairs, strict=True)
-        ]
+        replies = iter(results)  # each PTTL, then its HMGET if any
+        return [(int(ttl), list(next(replies)) if fields else []) for ttl in replies]
 
     def end(
         self,

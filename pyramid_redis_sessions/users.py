@@ -51,7 +51,11 @@ depends on ``absolute_timeout``:
   live session is ever dropped from the index (``end_all`` after a password
   change must reach every one), expired entries never pile up, and the
   index key, having no deadline to expire at, is deleted by Redis when its
-  last entry is pruned.
+  last entry is pruned. The index of a user who never comes back is never
+  read or written again, so nothing prunes it and Redis never deletes it:
+  run ``psessions CONFIG_URI sweep`` periodically (daily from cron, say),
+  which looks at the suspects of every index and removes those of ended
+  sessions (:meth:`UserSessions.sweep`).
 
 Entries of sessions that ended otherwise (invalidated, ended through this
 module, or gone on Cluster between two commands) are removed at once or,
@@ -65,7 +69,10 @@ the per-session reads are pipelined per node):
   when there are suspects) 2 to look at them and fix the index;
 * :meth:`UserSessions.list`: 2, plus 1 when the index needs fixing;
 * :meth:`UserSessions.end`, :meth:`UserSessions.end_all`: 2 (``end_all``:
-  2 more, at most twice, when a listed session was found gone).
+  2 more, at most twice, when a listed session was found gone);
+* ``psessions sweep``, per batch of indexes: its ``SCAN``, 1 to read the
+  entries past their score, then 2 when there are any
+  (:meth:`UserSessions.sweep`).
 
 A ``regenerate_id()`` of a bound session moves its entry as it moves the
 session, claimed then committed: the new id is listed before (Cluster) or
@@ -450,6 +457,43 @@ class UserSessions:
             self._store.update_index(update)
         infos.sort(key=lambda info: info.created)
         return infos
+
+    def sweep(
+        self, suspects: Mapping[str, Sequence[tuple[str, float]]], now: float
+    ) -> tuple[int, int, int]:
+        """``psessions sweep``'s work on a batch of indexes: ``suspects``
+        maps each index key to its entries whose score was ``now`` or less
+        (later ones are skipped, as when a listing prunes: one may be a
+        session being bound right now on another Cluster node). The entries
+        of ended sessions go; those of live ones get their real expiry. An
+        index key holds a hash of its user, not the user, so a live
+        session's user field is not checked: its entry stays even if the
+        session is bound to someone else (``end_all`` spares such a session
+        anyway: the end script checks the field), until it ends.
+
+        Two round trips: ``PTTL`` of the sessions (on Cluster, one per
+        node, in parallel), then the index script and ``EXISTS`` on each
+        index that changes. Returns the entries removed, the entries
+        re-scored and the indexes left empty (and so deleted by Redis)."""
+        pairs = [
+            (k, m) for k, entries in suspects.items() for m, s in entries if s <= now
+        ]
+        if not pairs:
+            return 0, 0, 0
+        seen = self._store.inspect([session_id for _, session_id in pairs], ())
+        deadlines = self._factory.absolute_timeout is not None
+        updates = {key: IndexUpdate(key, deadlines=deadlines) for key, _ in pairs}
+        for (key, session_id), (pttl, _) in zip(pairs, seen, strict=True):
+            if pttl == -2:
+                updates[key].remove.append(session_id)
+            else:
+                expires = math.inf if pttl == -1 else now + pttl / 1000
+                updates[key].add.append((session_id, expires))
+        left = self._store.update_indexes(list(updates.values()))
+        changed = zip(updates.values(), left, strict=True)
+        emptied = sum(1 for update, there in changed if update.remove and not there)
+        removed = sum(len(update.remove) for update in updates.values())
+        return removed, len(pairs) - removed, emptied
 
     def _info(
         self,

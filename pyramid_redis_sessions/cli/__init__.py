@@ -13,9 +13,10 @@ The package, one way down (no module imports one above it):
 * this module: the ``psessions`` parser and :func:`main`, which hands the
   parsed arguments to the command;
 * one module per command (:mod:`.stats`, :mod:`.show`, :mod:`.end`,
-  :mod:`.user`, :mod:`.purge`), each a :class:`~.common.Command` with its
-  arguments and a ``main(argv, quiet)`` of its own, as Pyramid's p-scripts
-  are; ``end`` finds its session as ``show`` does (:func:`.show.locate`);
+  :mod:`.user`, :mod:`.sweep`, :mod:`.purge`), each a
+  :class:`~.common.Command` with its arguments and a ``main(argv, quiet)``
+  of its own, as Pyramid's p-scripts are; ``end`` finds its session as
+  ``show`` does (:func:`.show.locate`);
 * :mod:`.common`: exit codes and errors, loading the settings (the
   commands' ``bootstrap``), formatting.
 
@@ -39,6 +40,7 @@ from .end import EndCommand
 from .purge import PurgeCommand
 from .show import ShowCommand
 from .stats import StatsCommand
+from .sweep import SweepCommand
 from .user import UserCommand
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -46,7 +48,14 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 #: The commands, in the order ``psessions --help`` lists them.
 COMMANDS: dict[str, type[Command]] = {
     command.name: command
-    for command in (StatsCommand, ShowCommand, EndCommand, UserCommand, PurgeCommand)
+    for command in (
+        StatsCommand,
+        ShowCommand,
+        EndCommand,
+        UserCommand,
+        SweepCommand,
+        PurgeCommand,
+    )
 }
 
 DESCRIPTION = """\
