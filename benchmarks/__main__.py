@@ -116,6 +116,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--clients", type=int, default=16, help="load generator threads"
     )
+    for who, what in [
+        ("app", "the load test's app servers (waitress, or gunicorn and its workers)"),
+        ("client", "this process: the load generator"),
+        ("server", "the Redis server"),
+    ]:
+        parser.add_argument(
+            f"--{who}-cpus",
+            type=cpu_list,
+            metavar="LIST",
+            help=f"pin {what} to these CPUs (comma-separated)",
+        )
     parser.add_argument(
         "--rounds", type=int, default=3, help="load rounds per library, alternating"
     )
@@ -151,6 +162,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.sizes, args.batches, args.requests = "1KB", 1, 3
         args.users, args.clients, args.rounds, args.seconds = 4, 2, 1, 1.0
     return args
+
+
+def cpu_list(text: str) -> set[int]:
+    """``--app-cpus 0`` or ``0,1``: a set of CPU numbers."""
+    try:
+        return {int(cpu) for cpu in text.split(",")}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of CPUs: {text!r}") from None
 
 
 def _pick(text: str, known: dict[str, Any], what: str) -> list[str]:
@@ -238,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             where = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             import_revision(args.baseline, where)
             bench_app.add_baseline(args.baseline)
-        server, url = stack.enter_context(redis_server(args.server))
+        server, url = stack.enter_context(redis_server(args.server, args.server_cpus))
         log(f"started {server} at {url}")
         if args.profile:
             from .profile import profile

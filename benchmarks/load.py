@@ -92,9 +92,13 @@ class AppServer:
     """One library's app, served by waitress (or, with ``workers``,
     gunicorn) in a subprocess."""
 
-    def __init__(self, library: str, url: str, workers: int = 0) -> None:
+    def __init__(
+        self, library: str, url: str, workers: int = 0, cpus: set[int] | None = None
+    ) -> None:
         self.library = library
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        # Pinned before it runs: gunicorn's workers inherit the affinity.
+        pin = None if not cpus else (lambda: os.sched_setaffinity(0, cpus))
         if workers:
             self.port = free_port()
             self.process = subprocess.Popen(
@@ -108,6 +112,7 @@ class AppServer:
                 env={**os.environ, "BENCH_LIBRARY": library, "BENCH_URL": url},
                 stdin=subprocess.DEVNULL,
                 cwd=root,
+                preexec_fn=pin,
             )  # fmt: skip
             wait_listening(self.port, self.process)
             return
@@ -117,6 +122,7 @@ class AppServer:
             stdout=subprocess.PIPE,
             cwd=root,
             text=True,
+            preexec_fn=pin,
         )
         self.port = self._read_port()
 
@@ -299,6 +305,20 @@ def cache_stats(port: int, processes: int) -> dict[str, Any] | None:
     return total
 
 
+def pinning(args: argparse.Namespace) -> str:
+    """Which CPUs the app servers, the generator and Redis were pinned to."""
+    pins = [
+        f"{who} on CPU {','.join(map(str, sorted(cpus)))}"
+        for who, cpus in [
+            ("apps", getattr(args, "app_cpus", None)),
+            ("generator", getattr(args, "client_cpus", None)),
+            ("Redis", getattr(args, "server_cpus", None)),
+        ]
+        if cpus
+    ]
+    return ", ".join(pins) if pins else "unpinned"
+
+
 def percentile(sorted_values: list[float], fraction: float) -> float | None:
     if not sorted_values:
         return None
@@ -319,9 +339,13 @@ def run_load(
     servers: dict[str, AppServer] = {}
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in libraries}
     workers = getattr(args, "workers", 0)
+    app_cpus = getattr(args, "app_cpus", None)
+    client_cpus = getattr(args, "client_cpus", None)
+    if client_cpus:
+        os.sched_setaffinity(0, client_cpus)
     try:
         for name in libraries:
-            servers[name] = AppServer(name, url, workers)
+            servers[name] = AppServer(name, url, workers, app_cpus)
         for index in range(args.rounds):
             order = libraries if index % 2 == 0 else libraries[::-1]
             for name in order:
@@ -348,7 +372,7 @@ def run_load(
         f"load: {served}, "
         f"{args.users} users, {args.clients} client threads, {args.rounds} "
         f"rounds x {args.seconds:g} s per library, alternating; 1 KB sessions; "
-        f"{getattr(args, 'reads', 0)} reads per write",
+        f"{getattr(args, 'reads', 0)} reads per write; {pinning(args)}",
         f"{'library':<8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'requests':>9} {'errors':>7} {'counters':>12}",
     ]
@@ -397,6 +421,7 @@ def run_load(
         "seconds": args.seconds,
         "waitress_threads": WAITRESS_THREADS,
         "gunicorn_workers": workers,
+        "pinning": pinning(args),
     }
     lines.insert(0, f"load test, {meta['date']}, {meta['machine']}")
     return {

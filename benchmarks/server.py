@@ -10,6 +10,7 @@ importable; it does not need pytest.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -35,8 +36,11 @@ def find_binary(prefer: str | None = None) -> tuple[str, Path]:
 
 
 @contextlib.contextmanager
-def redis_server(prefer: str | None = None) -> Iterator[tuple[str, str]]:
-    """Start a server; yield ``(backend name, redis:// URL)``; kill it after."""
+def redis_server(
+    prefer: str | None = None, cpus: set[int] | None = None
+) -> Iterator[tuple[str, str]]:
+    """Start a server (pinned to ``cpus``, if given); yield ``(backend
+    name, redis:// URL)``; kill it after."""
     name, binary = find_binary(prefer)
     workdir = Path(tempfile.mkdtemp(prefix="prs-bench-"))
     server = ServerProcess(name, binary, workdir)
@@ -45,6 +49,8 @@ def redis_server(prefer: str | None = None) -> Iterator[tuple[str, str]]:
             server.start()
         except ServerStartError as e:
             raise SystemExit(f"{name} server did not start: {e}") from None
+        if cpus:
+            os.sched_setaffinity(server._pid(), cpus)
         yield name, server.url
     finally:
         server.close()  # kills it and removes workdir
