@@ -45,8 +45,10 @@ SPEC_ROUND_TRIPS = {
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("smoke")
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    cpu = str(min(os.sched_getaffinity(0)))  # pinned, to run that code too
+    pins = ["--app-cpus", cpu, "--client-cpus", cpu, "--server-cpus", cpu]
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out), *pins],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -90,6 +92,10 @@ def test_smoke_run_runs_the_load_and_draws_no_plot(smoke: Path) -> None:
     assert not list(smoke.glob("micro-*.png"))
     load = json.loads((smoke / "load.json").read_text())
     assert not load["problems"]
+    cpu = min(os.sched_getaffinity(0))
+    assert load["meta"]["pinning"] == (
+        f"apps on CPU {cpu}, generator on CPU {cpu}, Redis on CPU {cpu}"
+    )
 
 
 @pytest.mark.benchmark
