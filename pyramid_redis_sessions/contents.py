@@ -2,7 +2,8 @@
 
 :class:`Keys` is the session's dict: the payloads loaded from Redis,
 deserialized on first read, and what the request set, deleted or changed in
-place (found by comparing bytes, and only for values it read).
+place (found by comparing bytes, and only for values it read); a new
+session reads :data:`NO_KEYS` until it changes.
 :class:`Reserved` is the rest of the record that the session keeps as
 numbers: its creation time and own timeout, and the reserved fields of a
 later format, carried as they are. Each gives its share of a stored
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from types import MappingProxyType
 from typing import Any
 
 from . import limits
@@ -38,6 +40,7 @@ from .values import (
 
 __all__ = [
     "MISSING",
+    "NO_KEYS",
     "PENDING",
     "Contents",
     "DecodeError",
@@ -172,6 +175,34 @@ class Keys:
             field = field_name(key)
             fields += [field, seal.seal(field, self._payload(key))]
         return fields
+
+
+class _NoKeys(Keys):
+    """:data:`NO_KEYS`: empty, and nothing about it can change."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        empty: list[tuple[str, object]] = [
+            ("_serializer", None),
+            ("_detect_changes", False),
+            ("loaded", MappingProxyType({})),
+            ("data", MappingProxyType({})),
+            ("touched", frozenset()),
+            ("decoded", ()),
+            ("changed_all", False),
+        ]
+        for name, value in empty:
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise TypeError("NO_KEYS is shared: a session takes keys of its own first")
+
+
+#: The keys of a new session until it needs keys of its own (its first
+#: change): one instance shared by every such session, so read-only (its
+#: containers too), and a session that changed it would fail, not leak.
+NO_KEYS: Keys = _NoKeys()
 
 
 def deadline(

@@ -5,7 +5,10 @@
 the session first (:meth:`SessionMapping._load`, the session's), a method
 that writes marks it dirty, and a value that will not deserialize ends the
 session as a bad stored value does (:meth:`SessionMapping._fail_decoding`),
-after which the session is new and empty.
+after which the session is new and empty. A new session reads the shared,
+read-only :data:`~.contents.NO_KEYS` until its first change gives it keys
+of its own (:meth:`SessionMapping._own`). Flash messages and CSRF tokens,
+the rest of Pyramid's ``ISession``, are here too.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import secrets
 from collections.abc import Callable, ItemsView, Iterator, KeysView, ValuesView
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from .contents import MISSING, PENDING, DecodeError, Keys
+from .contents import MISSING, NO_KEYS, PENDING, DecodeError, Keys
+from .flash import FlashQueues
 from .values import CSRF_KEY
 
 __all__ = ["SessionMapping", "reads", "writes"]
@@ -48,6 +52,8 @@ def writes(
     def wrapper(self: M, /, *args: P.args, **kwargs: P.kwargs) -> R:
         if not self._loaded:
             self._load()
+        if self._keys is NO_KEYS:
+            self._own()
         self._dirty = True
         return method(self, *args, **kwargs)
 
@@ -73,6 +79,12 @@ class SessionMapping:
 
     def _fail_decoding(self, error: BaseException) -> None:
         """A loaded value did not deserialize (the subclass's)."""
+        raise NotImplementedError
+
+    def _own(self) -> None:
+        """Give the session keys of its own instead of the shared, read-only
+        :data:`~.contents.NO_KEYS` (the subclass's); called before a change,
+        and before a view of the keys is handed out."""
         raise NotImplementedError
 
     def _value(self, key: str) -> Any:
@@ -115,6 +127,24 @@ class SessionMapping:
         .. versionadded:: 2.0
         """
         return list(self._keys.decoded)
+
+    def _queues(self) -> FlashQueues:
+        """The flash queues, loaded and decoded (the subclass's)."""
+        raise NotImplementedError
+
+    def flash(self, msg: Any, queue: str = "", allow_duplicate: bool = True) -> None:
+        """Add a message to a flash queue. Each message is a field of its own,
+        so messages flashed by concurrent requests are all kept."""
+        if self._queues().add(msg, queue, allow_duplicate):
+            self._dirty = True
+
+    def pop_flash(self, queue: str = "") -> list[Any]:
+        """Remove and return the messages of a flash queue."""
+        return self._queues().pop(queue)
+
+    def peek_flash(self, queue: str = "") -> list[Any]:
+        """Return the messages of a flash queue, leaving them there."""
+        return self._queues().peek(queue)
 
     def new_csrf_token(self) -> str:
         """Make, store and return a new CSRF token (Pyramid's default CSRF
@@ -165,17 +195,22 @@ class SessionMapping:
     def __len__(self) -> int:
         return len(self._keys.data)
 
+    # A view is live: it must see the keys the session will change.
+
     @reads
     def keys(self) -> KeysView[str]:
+        self._own()
         return self._keys.data.keys()
 
     @reads
     def values(self) -> ValuesView[Any]:
+        self._own()
         self._decode_all()
         return self._keys.data.values()
 
     @reads
     def items(self) -> ItemsView[str, Any]:
+        self._own()
         self._decode_all()
         return self._keys.data.items()
 

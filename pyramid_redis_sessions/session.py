@@ -4,7 +4,7 @@ A request reads top to bottom:
 
 1. :class:`RedisSession` is made when the view first uses
    ``request.session``: the cookie is read and checked
-   (:mod:`.cookies`), Redis is not.
+   (:mod:`.cookies`), Redis is not; its parts are made when first used.
 2. The first read or write loads the session (:mod:`.localcache`: no
    round trip; else :mod:`.store`: one), or starts a new one when there
    is no valid cookie or no live key behind it. Every field's MAC is
@@ -34,10 +34,11 @@ from pyramid.request import Request
 from pyramid.response import Response
 from zope.interface import implementer
 
-from .contents import Contents, deadline
+from .contents import NO_KEYS, Contents, Keys, deadline
 from .events import Notifier, describe
 from .exceptions import SessionStoreError, SessionStoreUnavailable
 from .flash import FlashQueues
+from .lazy import lazy
 from .legacy import LegacyCookie
 from .mapping import SessionMapping, writes
 from .migration import describe_move, load_legacy
@@ -79,47 +80,67 @@ class RedisSession(SessionMapping):
     the serializer accepts.
     """
 
+    # A new session is these class attributes, its own until assigned, and
+    # the parts below, each made when first used: a request that only reads
+    # a new, empty session (a bot's, with no cookie) makes none of them.
+    _store: RedisStore | None = None
+    _seal: SessionSeal | None = None
+    _loaded = False
+    _registered = False
+    #: The key of the session this one moves away from when saved
+    #: (``regenerate_id()``'s old id, a legacy session's key): claimed,
+    #: then committed, so the new session is created only if that key
+    #: still exists, and it is deleted only once the new one exists.
+    _claim: str | None = None
+    _regenerated_from: str | None = None  # the id regenerate_id() left
+    _store_failed = False  # Redis was unreachable during this request
+    _id: str | None = None  # the id to save under; made when needed
+    _stored_id: str | None = None  # the id whose key holds us now
+    _source_id: str | None = None  # the id it was loaded from
+    _from_redis = False
+    _dirty = False
+    #: What the dict's methods work on: the shared, read-only NO_KEYS until
+    #: the session has contents of its own (:meth:`_own`).
+    _keys: Keys = NO_KEYS
+
     def __init__(self, request: Request, factory: SessionOptions) -> None:
         self._request = request
         self._factory = factory
         self._cookie = factory.cookie.read(request)
-        self._store: RedisStore | None = None
-        self._seal: SessionSeal | None = None
-        self._loaded = False
-        self._registered = False
         #: Keys to delete when the response goes, whatever else happens:
         #: ended sessions' and bad values'.
         self._doomed: list[str] = []
-        #: The key of the session this one moves away from when saved
-        #: (``regenerate_id()``'s old id, a legacy session's key): claimed,
-        #: then committed, so the new session is created only if that key
-        #: still exists, and it is deleted only once the new one exists.
-        self._claim: str | None = None
-        self._users = UserBinding(
-            factory.prefix, factory.absolute_timeout is not None, factory.user_key
-        )
         self._invalidated: list[str] = []  # the doomed ids invalidate() ended
-        self._regenerated_from: str | None = None  # the id regenerate_id() left
-        self._store_failed = False  # Redis was unreachable during this request
-        self._events = Notifier(request)
-        self._start()
+
+    @lazy
+    def _c(self) -> Contents:
+        """What the session holds (a new session's, empty, created now)."""
+        f = self._factory
+        contents = Contents(f.serializer, f.detect_changes, f.timeout, f.slide_interval)
+        self._keys = contents.keys
+        return contents
+
+    @lazy
+    def _users(self) -> UserBinding:
+        f = self._factory
+        return UserBinding(f.prefix, f.absolute_timeout is not None, f.user_key)
+
+    @lazy
+    def _events(self) -> Notifier:
+        return Notifier(self._request)
+
+    def _own(self) -> None:
+        """Before the first change of a new session: contents of its own."""
+        if self._keys is NO_KEYS:
+            self._keys = self._c.keys  # reading _c makes them
 
     def _start(self) -> None:
-        """Become a new, empty session that is not stored anywhere yet."""
-        f = self._factory
-        self._take(
-            Contents(f.serializer, f.detect_changes, f.timeout, f.slide_interval)
-        )
-        self._id: str | None = None  # the id to save under; made when needed
-        self._stored_id: str | None = None  # the id whose key holds us now
-        self._source_id: str | None = None  # the id it was loaded from
+        """Become a new, empty session that is not stored anywhere yet: the
+        class's attributes again, with contents made anew when used."""
+        for name in ("_c", "_keys", "_id", "_stored_id", "_source_id", "_dirty"):
+            vars(self).pop(name, None)
         self._from_redis = False
-        self._dirty = False
         self._users.restart()
-
-    def _take(self, contents: Contents) -> None:
-        self._c = contents
-        self._keys = contents.keys  # what the dict's methods work on
 
     # -- loading ---------------------------------------------------------
 
@@ -206,6 +227,7 @@ class RedisSession(SessionMapping):
             return
         legacy = found.session
         self._claim = found.key
+        self._own()
         self._keys.data = found.data()
         self._c.flash = FlashQueues.of_messages(f.serializer, legacy.flash)
         self._c.reserved.created = legacy.created
@@ -265,6 +287,10 @@ class RedisSession(SessionMapping):
         if self._store_failed or (failed and not self._factory.cookie_on_exception):
             return
         vary_on_cookie(response)
+        if not (self._dirty or self._doomed or self._cookie.present) and (
+            self._stored_id is None and self._claim is None
+        ):
+            return  # nothing stored, nothing to store, no cookie: a bot's read
         try:
             live_id = self._save()
         except SessionStoreError as e:
@@ -369,11 +395,8 @@ class RedisSession(SessionMapping):
         (``_claim``) is claimed, then committed (:meth:`RedisStore.move`).
         """
         store = self._get_store()
-        if self._claim is not None and self._doomed:  # pragma: no cover
-            # Not reached: ending a session ends its move too (_doom_key).
-            store.delete(*self._doomed, index=self._users.changes().updates)
-            self._doomed.clear()
-            self._users.ended.clear()
+        # Ending a session ends its move too (_doom_key): never both.
+        assert self._claim is None or not self._doomed
         replacing = tuple(self._doomed)
         user = self._target()[0]
         for _ in range(_CREATE_TRIES):
@@ -555,7 +578,7 @@ class RedisSession(SessionMapping):
         """The id of the stored session, without loading it."""
         return self._stored_id if self._loaded else self._cookie.session_id
 
-    # -- flash and CSRF --------------------------------------------------
+    # -- flash (its methods are SessionMapping's) ------------------------
 
     def _queues(self) -> FlashQueues:
         """The flash queues, their loaded messages decoded. A message that
@@ -569,17 +592,3 @@ class RedisSession(SessionMapping):
             queues = self._c.queues()
             queues.decode()
         return queues
-
-    def flash(self, msg: Any, queue: str = "", allow_duplicate: bool = True) -> None:
-        """Add a message to a flash queue. Each message is a field of its own,
-        so messages flashed by concurrent requests are all kept."""
-        if self._queues().add(msg, queue, allow_duplicate):
-            self._dirty = True
-
-    def pop_flash(self, queue: str = "") -> list[Any]:
-        """Remove and return the messages of a flash queue."""
-        return self._queues().pop(queue)
-
-    def peek_flash(self, queue: str = "") -> list[Any]:
-        """Return the messages of a flash queue, leaving them there."""
-        return self._queues().peek(queue)

@@ -16,6 +16,7 @@ from pyramid.request import Request
 from zope.interface.verify import verifyObject
 
 from pyramid_redis_sessions import RedisSession, RedisSessionFactory
+from pyramid_redis_sessions.contents import NO_KEYS
 from pyramid_redis_sessions.values import CREATED, FLASH
 from tests.app import SECRET, finish
 from tests.memory_store import MemoryStore
@@ -216,3 +217,85 @@ def test_an_ended_session_is_not_written_again(browser: Browser) -> None:
     browser.store.hashes.clear()  # ended elsewhere meanwhile
     browser.finish(session)
     assert browser.store.hashes == {}
+
+
+# -- a new session's parts, made when first used --------------------------------
+
+
+def test_a_read_without_a_cookie_makes_none_of_the_sessions_parts(
+    browser: Browser,
+) -> None:
+    # A bot's request: its session reads NO_KEYS, and its response
+    # callback only adds Vary (white-box: the parts are instance attributes
+    # once made).
+    session = browser.session()
+    assert session.get("a") is None
+    assert "a" not in session
+    with pytest.raises(KeyError):
+        session["a"]
+    assert len(session) == 0
+    response = finish(session)
+    assert response.headers["Vary"] == "Cookie"
+    assert "Set-Cookie" not in response.headers
+    assert browser.store.calls == []
+    assert {"_c", "_users", "_events"} & set(vars(session)) == set()
+    assert NO_KEYS.data == {} and not NO_KEYS.touched
+
+
+WRITES = {
+    "set": lambda s: s.__setitem__("x", 1),
+    "update": lambda s: s.update(x=1),
+    "setdefault": lambda s: s.setdefault("x", 1),
+    "changed": lambda s: (s.changed(), s.__setitem__("x", 1)),
+    "flash": lambda s: (s.flash("m"), s.__setitem__("x", 1)),
+    "csrf": lambda s: (s.get_csrf_token(), s.__setitem__("x", 1)),
+    "timeout": lambda s: (s.adjust_timeout_for_session(60), s.__setitem__("x", 1)),
+    "bind_user": lambda s: (s.bind_user("u"), s.__setitem__("x", 1)),
+    "clear_then_set": lambda s: (s.clear(), s.__setitem__("x", 1)),
+    "invalidate_then_set": lambda s: (s.invalidate(), s.__setitem__("x", 1)),
+}
+
+
+@pytest.mark.parametrize("write", sorted(WRITES))
+def test_new_sessions_never_share_their_keys(write: str) -> None:
+    # Every way to change a new session gives it keys of its own first:
+    # another new session, read before and after, stays empty, and so does
+    # the shared NO_KEYS.
+    one, other = Browser(), Browser()
+    first, second = one.session(), other.session()
+    assert first.get("x") is None and second.get("x") is None
+    WRITES[write](first)
+    assert first["x"] == 1
+    assert second.get("x") is None and dict(second) == {}
+    assert NO_KEYS.data == {} and not NO_KEYS.touched and not NO_KEYS.changed_all
+    one.finish(first)
+    other.finish(second)
+    assert other.store.hashes == {}
+    assert one.request(lambda s: s["x"]) == 1
+
+
+def test_no_keys_cannot_change() -> None:
+    with pytest.raises(TypeError):
+        NO_KEYS.data["x"] = 1
+    with pytest.raises(AttributeError):
+        NO_KEYS.touched.add("x")  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        NO_KEYS.changed_all = True
+    with pytest.raises(TypeError):
+        NO_KEYS.adopt({"x": b"1"})
+    assert NO_KEYS.data == {}
+
+
+def test_a_view_taken_before_the_first_write_sees_it(browser: Browser) -> None:
+    session = browser.session()
+    keys, values, items = session.keys(), session.values(), session.items()
+    session["a"] = 1
+    assert (list(keys), list(values), list(items)) == (["a"], [1], [("a", 1)])
+
+
+def test_a_new_sessions_creation_time_is_the_one_stored(browser: Browser) -> None:
+    session = browser.session()
+    created = session.created
+    session["a"] = 1
+    browser.finish(session)
+    assert browser.request(lambda s: s.created) == created
