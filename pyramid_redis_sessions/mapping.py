@@ -204,14 +204,14 @@ class SessionMapping:
 
     @reads
     def values(self) -> ValuesView[Any]:
+        self._decode_all()  # may start the session anew
         self._own()
-        self._decode_all()
         return self._keys.data.values()
 
     @reads
     def items(self) -> ItemsView[str, Any]:
+        self._decode_all()  # may start the session anew
         self._own()
-        self._decode_all()
         return self._keys.data.items()
 
     @reads

@@ -8,6 +8,7 @@ store's calls, each a round trip of the real store."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -299,3 +300,30 @@ def test_a_new_sessions_creation_time_is_the_one_stored(browser: Browser) -> Non
     session["a"] = 1
     browser.finish(session)
     assert browser.request(lambda s: s.created) == created
+
+
+class _Picky:
+    """JSON that will not load what it wrote for the value ``"bad"``."""
+
+    def dumps(self, appstruct: Any) -> bytes:
+        return b"bad" if appstruct == "bad" else json.dumps(appstruct).encode()
+
+    def loads(self, bstruct: bytes) -> Any:
+        if bstruct == b"bad":
+            raise ValueError("will not load")
+        return json.loads(bstruct)
+
+
+@pytest.mark.parametrize("view", ["values", "items"])
+def test_a_view_of_a_session_that_starts_anew_on_a_bad_value_stays_live(
+    view: str,
+) -> None:
+    # Reading every value finds one that will not deserialize: the session
+    # starts anew, and the view handed out is of its new keys.
+    browser = Browser(serializer=_Picky())
+    browser.request(lambda s: s.update(a="bad"))
+    session = browser.session()
+    seen = getattr(session, view)()
+    assert list(seen) == []
+    session["b"] = 1
+    assert list(seen) == ([1] if view == "values" else [("b", 1)])
