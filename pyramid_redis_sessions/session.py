@@ -287,10 +287,6 @@ class RedisSession(SessionMapping):
         if self._store_failed or (failed and not self._factory.cookie_on_exception):
             return
         vary_on_cookie(response)
-        if not (self._dirty or self._doomed or self._cookie.present) and (
-            self._stored_id is None and self._claim is None
-        ):
-            return  # nothing stored, nothing to store, no cookie: a bot's read
         try:
             live_id = self._save()
         except SessionStoreError as e:
@@ -303,7 +299,8 @@ class RedisSession(SessionMapping):
             # Another request ended or replaced this session: its cookie,
             # which may already be the browser's new one, is not ours to touch.
             return
-        if self._events.listening:
+        if self._invalidated or live_id not in (None, self._source_id):
+            # What applied() tells of; the notifier is made only for it.
             self._events.applied(
                 self._source_id, live_id, self._regenerated_from, self._invalidated
             )
