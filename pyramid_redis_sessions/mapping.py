@@ -165,11 +165,7 @@ class SessionMapping:
     # one at least.
 
     def __getitem__(self, key: str) -> Any:
-        if not self._loaded:
-            self._load()
-        value = self._keys.data.get(key, MISSING)
-        if value is PENDING:
-            value = self._value(key)
+        value = self.get(key, MISSING)
         if value is MISSING:
             raise KeyError(key)
         return value
