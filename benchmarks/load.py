@@ -38,6 +38,7 @@ from tests.servers import free_port, stop_process, wait_listening
 from .app import LIBRARIES, SIZES, make_app
 from .micro import db_url
 from .report import machine_note
+from .server import pinned
 
 WAITRESS_THREADS = 8
 SERVER_START_TIMEOUT = 30.0
@@ -97,32 +98,28 @@ class AppServer:
     ) -> None:
         self.library = library
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        # Pinned before it runs: gunicorn's workers inherit the affinity.
-        pin = None if not cpus else (lambda: os.sched_setaffinity(0, cpus))
         if workers:
             self.port = free_port()
             self.process = subprocess.Popen(
-                [
+                pinned([
                     sys.executable, "-m", "gunicorn",
                     "--workers", str(workers),
                     "--bind", f"127.0.0.1:{self.port}",
                     "--log-level", "warning",
                     "benchmarks.load:wsgi()",
-                ],
+                ], cpus),
                 env={**os.environ, "BENCH_LIBRARY": library, "BENCH_URL": url},
                 stdin=subprocess.DEVNULL,
                 cwd=root,
-                preexec_fn=pin,
             )  # fmt: skip
             wait_listening(self.port, self.process)
             return
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.load", library, url],
+            pinned([sys.executable, "-m", "benchmarks.load", library, url], cpus),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=root,
             text=True,
-            preexec_fn=pin,
         )
         self.port = self._read_port()
 

@@ -35,6 +35,14 @@ def find_binary(prefer: str | None = None) -> tuple[str, Path]:
     )
 
 
+def pinned(command: list[str], cpus: set[int] | None) -> list[str]:
+    """``command`` run on ``cpus`` only (through ``taskset``, which then
+    becomes the program: same pid; children inherit it), or as it is."""
+    if not cpus:
+        return command
+    return ["taskset", "-c", ",".join(map(str, sorted(cpus))), *command]
+
+
 @contextlib.contextmanager
 def redis_server(
     prefer: str | None = None, cpus: set[int] | None = None

@@ -129,19 +129,20 @@ def main(argv: list[str] | None = None) -> None:
         reader(args.reader)
         return
 
-    from benchmarks.server import redis_server
+    from benchmarks.server import pinned, redis_server
+
+    def cpus(cpu: int | None) -> set[int] | None:
+        return None if cpu is None else {cpu}
 
     rng = random.Random(args.seed)
     if args.writer_cpu is not None:
         os.sched_setaffinity(0, {args.writer_cpu})
-    with redis_server(args.server) as (backend, url):
+    with redis_server(args.server, cpus(args.server_cpu)) as (backend, url):
         factory = make_factory(url)
-        pid = factory.store.client.info("server")["process_id"]
-        if args.server_cpu is not None:
-            os.sched_setaffinity(pid, {args.server_cpu})
-        command = [sys.executable, "-m", "benchmarks.staleness", "--reader", url]
-        if args.reader_cpu is not None:
-            command = ["taskset", "-c", str(args.reader_cpu), *command]
+        command = pinned(
+            [sys.executable, "-m", "benchmarks.staleness", "--reader", url],
+            cpus(args.reader_cpu),
+        )
         child = subprocess.Popen(
             command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
