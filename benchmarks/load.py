@@ -4,9 +4,10 @@ Each library's app runs in its own subprocess (``python -m benchmarks.load
 LIBRARY URL THREADS``), served by waitress with 8 threads, so that the load
 generator (threads in this process) does not share a GIL with it; with
 ``--workers N``, by gunicorn with N forked sync workers instead
-(``benchmarks.load:wsgi()``, configured from the environment). Rounds
-alternate between the libraries; each round is bounded in time and in
-requests.
+(``benchmarks.load:wsgi()``, configured from the environment). After an
+untimed warm-up round of each (a gunicorn worker boots after the port is
+open), rounds alternate between the libraries; each round is bounded in
+time and in requests.
 
 Every simulated user logs in (``/setup``: a 1 KB session), then increments
 its own counter (``/inc``) one request at a time, checking each answer; at
@@ -343,6 +344,14 @@ def run_load(
     try:
         for name in libraries:
             servers[name] = AppServer(name, url, workers, app_cpus)
+        for name in libraries:
+            # Untimed: gunicorn's workers boot after the port is open, and
+            # the first library's first round would time that.
+            log(f"load warm-up: {name}")
+            load_round(
+                servers[name].port, args.users, args.clients,
+                min(1.0, args.seconds), args.max_requests, getattr(args, "reads", 0),
+            )  # fmt: skip
         for index in range(args.rounds):
             order = libraries if index % 2 == 0 else libraries[::-1]
             for name in order:
