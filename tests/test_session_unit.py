@@ -227,8 +227,8 @@ def test_a_read_without_a_cookie_makes_none_of_the_sessions_parts(
     browser: Browser,
 ) -> None:
     # A bot's request: its session reads NO_KEYS, and its response
-    # callback only adds Vary (white-box: the parts are instance attributes
-    # once made).
+    # callback adds Vary, saves nothing and has no event to send
+    # (white-box: the parts are instance attributes once made).
     session = browser.session()
     assert session.get("a") is None
     assert "a" not in session
