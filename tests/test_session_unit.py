@@ -243,6 +243,18 @@ def test_a_read_without_a_cookie_makes_none_of_the_sessions_parts(
     assert NO_KEYS.data == {} and not NO_KEYS.touched
 
 
+def test_a_request_with_no_event_to_send_makes_no_notifier(browser: Browser) -> None:
+    browser.request(lambda s: s.update(a=1))
+    session = browser.session()
+    session["a"] = 2  # a read and a write of a stored session: no event
+    browser.finish(session)
+    assert "_events" not in vars(session)
+    session = browser.session()
+    session.invalidate()  # one: SessionInvalidated
+    browser.finish(session)
+    assert "_events" in vars(session)
+
+
 WRITES = {
     "set": lambda s: s.__setitem__("x", 1),
     "update": lambda s: s.update(x=1),
