@@ -322,7 +322,8 @@ def test_the_indexes_are_swept_a_batch_at_a_time(
     assert wire.commands(b"KEYS") == []
     scans = wire.commands(b"SCAN")
     pattern = (prefix + "user:{*").encode()
-    assert len(scans) >= 3
+    # As many SCANs as the server takes (COUNT is a hint), from cursor 0.
+    assert scans and scans[0][1] == b"0"
     for scan in scans:
         options = dict(zip(scan[2::2], scan[3::2], strict=True))
         assert options == {b"MATCH": pattern, b"COUNT": b"10", b"TYPE": b"zset"}
