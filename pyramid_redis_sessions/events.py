@@ -116,6 +116,20 @@ def describe(prefix: str, session_id: str) -> str:
     return f"{prefix}<sha256:{key_digest(session_id)}>"
 
 
+def _new_id(source_id: str | None, live_id: str | None) -> bool:
+    """The save stored a session under an id it was not loaded from."""
+    return live_id is not None and live_id != source_id
+
+
+def has_applied_events(
+    source_id: str | None, live_id: str | None, invalidated: list[str]
+) -> bool:
+    """Whether :meth:`Notifier.applied` has anything to send for these
+    arguments: asked first, so that a request without any makes no
+    notifier."""
+    return bool(invalidated) or _new_id(source_id, live_id)
+
+
 class Notifier:
     """A request's events: sent only when anyone is subscribed (Pyramid's
     ``registry.has_listeners``, asked once per request)."""
@@ -156,7 +170,8 @@ class Notifier:
             return
         request = self._request
         notify = request.registry.notify
-        if live_id is not None and live_id != source_id:
+        if _new_id(source_id, live_id):
+            assert live_id is not None
             if regenerated_from is not None:
                 old = key_digest(regenerated_from)
                 notify(SessionIdRegenerated(request, key_digest(live_id), old))

@@ -35,7 +35,7 @@ from pyramid.response import Response
 from zope.interface import implementer
 
 from .contents import NO_KEYS, Contents, Keys, deadline
-from .events import Notifier, describe
+from .events import Notifier, describe, has_applied_events
 from .exceptions import SessionStoreError, SessionStoreUnavailable
 from .flash import FlashQueues
 from .lazy import lazy
@@ -299,8 +299,8 @@ class RedisSession(SessionMapping):
             # Another request ended or replaced this session: its cookie,
             # which may already be the browser's new one, is not ours to touch.
             return
-        if self._invalidated or live_id not in (None, self._source_id):
-            # What applied() tells of; the notifier is made only for it.
+        if has_applied_events(self._source_id, live_id, self._invalidated):
+            # The notifier is made only when there is an event to send.
             self._events.applied(
                 self._source_id, live_id, self._regenerated_from, self._invalidated
             )
