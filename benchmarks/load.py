@@ -341,6 +341,14 @@ def run_load(
     client_cpus = getattr(args, "client_cpus", None)
     if client_cpus:
         os.sched_setaffinity(0, client_cpus)
+    reads = getattr(args, "reads", 0)
+
+    def one_round(name: str, seconds: float) -> dict[str, Any]:
+        return load_round(
+            servers[name].port, args.users, args.clients, seconds,
+            args.max_requests, reads,
+        )  # fmt: skip
+
     try:
         for name in libraries:
             servers[name] = AppServer(name, url, workers, app_cpus)
@@ -348,18 +356,12 @@ def run_load(
             # Untimed: gunicorn's workers boot after the port is open, and
             # the first library's first round would time that.
             log(f"load warm-up: {name}")
-            load_round(
-                servers[name].port, args.users, args.clients,
-                min(1.0, args.seconds), args.max_requests, getattr(args, "reads", 0),
-            )  # fmt: skip
+            one_round(name, min(1.0, args.seconds))
         for index in range(args.rounds):
             order = libraries if index % 2 == 0 else libraries[::-1]
             for name in order:
                 log(f"load round {index + 1}/{args.rounds}: {name}")
-                rounds[name].append(load_round(
-                    servers[name].port, args.users, args.clients, args.seconds,
-                    args.max_requests, getattr(args, "reads", 0),
-                ))  # fmt: skip
+                rounds[name].append(one_round(name, args.seconds))
         cache: dict[str, Any] = {}
         for name, server in servers.items():
             cache[name] = cache_stats(server.port, max(1, workers))
